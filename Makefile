@@ -1,0 +1,60 @@
+# peertune — see README.md. `make run` and `make test` install what they need.
+GO        ?= go
+BIN       := bin/peertune
+VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+PYTHON    ?= python3
+# Tests run in well under CI's limit; the default go test timeout is too short
+# for the slowest package on a 2-core machine.
+TESTFLAGS ?= -timeout 40m
+
+.PHONY: all build run test test-short bench golden deps sysdeps pydeps-golden fuzz vet fmt clean
+
+all: build
+
+deps:
+	$(GO) mod download
+
+# OpenBLAS makes the CPU GEMMs ~10x faster. It is loaded at run time, so the
+# build never needs it; this installs it when we are root on Debian/Ubuntu and it
+# is missing, and otherwise says how (peertune falls back to pure Go).
+sysdeps:
+	@scripts/install-sysdeps.sh
+
+build: deps
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/peertune
+
+run: sysdeps build
+	./$(BIN) train
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -l -w $$(git ls-files '*.go')
+
+test: sysdeps deps vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) test $(TESTFLAGS) ./...
+
+test-short: deps
+	$(GO) test -short ./...
+
+bench: sysdeps build
+	./$(BIN) bench gemm --size 1024 --json
+	./$(BIN) bench step --model smollm2-135m --method lora --seq-len 256 --micro-batch 1 --json
+	./$(BIN) bench step --model smollm2-135m --method full --seq-len 256 --micro-batch 1 --json
+
+# Regenerates the golden vectors from Hugging Face transformers + peft.
+# The output is committed, so tests never need torch.
+pydeps-golden:
+	$(PYTHON) -m pip install -q torch transformers peft safetensors
+
+golden: pydeps-golden
+	$(PYTHON) trainer/model/testdata/gen_golden.py trainer/model/testdata
+
+fuzz:
+	$(GO) test ./trainer/model/safetensors -run '^$$' -fuzz FuzzParseHeader -fuzztime 60s
+
+clean:
+	rm -rf bin
