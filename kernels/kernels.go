@@ -163,3 +163,12 @@ type AdamWParams struct {
 	Step                               int
 	GradScale                          float32
 }
+
+// HostBuffer is a Buffer whose elements live in host memory as float32 (the
+// CPU backend's buffers). Code that must touch the elements directly, such as
+// the TCP ring all-reduce, uses it instead of copying through the Backend.
+type HostBuffer interface {
+	Buffer
+	// Host returns the elements; the slice aliases the buffer.
+	Host() []float32
+}
