@@ -1,0 +1,54 @@
+// Package node says who is in the job: gossip membership on
+// hashicorp/memberlist, the metadata each node advertises (msgpack, under
+// memberlist's 512-byte limit), and rendezvous, which turns a membership view
+// into a World{Epoch, Rank, Size, Peers} for the collective. It knows no
+// tensors and imports nothing of peertune's.
+//
+// The usage loop:
+//
+//	secret, err := node.ReadSecret(secretFile, os.Getenv) // --secret-file or PEERTUNE_SECRET
+//	cfg := node.DefaultConfig()
+//	cfg.BindAddr, cfg.AdvertiseAddr = "0.0.0.0", "10.0.0.5" // never guessed
+//	cfg.Seeds = []string{"10.0.0.4:7946"}
+//	cfg.SecretKey = node.DeriveKey(secret)
+//	cfg.JobHash = node.HashJobConfig(canonicalJobConfig)
+//	cfg.Endpoint = "10.0.0.5:29500" // where the collective listens
+//	n, err := node.Start(ctx, cfg, logger) // joins the seeds, or says why not
+//	defer n.Shutdown()
+//	var last *node.World
+//	for {
+//		w, err := node.Rendezvous(ctx, n, last, cfg.RendezvousOptions())
+//		if errors.Is(err, node.ErrRefused) { ... } // another job's config: stop
+//		n.UpdateMeta(func(m *node.Meta) { m.State = node.StateTraining })
+//		comm := collective.New(w.Rank, w.Size, w.Peers) // in cmd, not here
+//		train until a peer fails, publishing progress:
+//			n.UpdateMeta(func(m *node.Meta) { m.Step, m.StepMillis = s, ms })
+//		last = &w
+//	}
+//	// on SIGTERM: n.Leave(time.Second), so peers see it at once, then Shutdown.
+//
+// # Security
+//
+// All gossip and rendezvous traffic is AES-GCM encrypted and authenticated
+// with the job's key (memberlist's keyring, GossipVerifyIncoming/Outgoing).
+// A node with another key or none cannot join: its Join fails with
+// ErrGossipKey, and the nodes it tried log a warning naming its address.
+//
+// # Rendezvous
+//
+// Propose is the pure core (rendezvous.go, no I/O, tested exhaustively): the
+// eligible nodes are the ready ones of the job's config hash; the smallest ID
+// leads and has rank 0; a new world needs a strict majority of the last one
+// (no split brain) and takes a new, larger epoch. Rendezvous (protocol.go) is
+// the leader-propose, member-ack, leader-commit exchange around it, over
+// memberlist's reliable channel.
+//
+// Known limits: a node stays Ready after Rendezvous returns until the caller
+// sets Training, and Ready or Training nodes count as eligible; a proposal to
+// a node that is not inside Rendezvous is not answered, so the leader times
+// out and proposes again. Bringing training nodes back into rendezvous when
+// membership changes is the trainer's job (elastic recovery). A Commit is
+// not atomic. A member whose Commit is lost adopts
+// the world once the leader's gossiped epoch shows it; a member that never
+// learns of the commit keeps its older last world until its next rendezvous.
+package node

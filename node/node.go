@@ -1,0 +1,489 @@
+package node
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"go.uber.org/zap"
+)
+
+// ErrGossipKey is returned (wrapped) by Join when seeds answered but every
+// answer failed authentication: the keys differ or one side has none.
+var ErrGossipKey = errors.New("no seed accepted our gossip key (wrong or missing --secret-file / " + SecretEnv + "?)")
+
+// ErrShutdown is returned by calls on a node that has been shut down.
+var ErrShutdown = errors.New("node is shut down")
+
+// EventKind says what happened to a member.
+type EventKind int
+
+const (
+	EventJoin EventKind = iota
+	EventUpdate
+	EventLeave
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventJoin:
+		return "join"
+	case EventUpdate:
+		return "update"
+	case EventLeave:
+		return "leave"
+	}
+	return fmt.Sprintf("event(%d)", int(k))
+}
+
+// Event is one membership change. Seq numbers every event this node
+// generated, from 1, so a consumer sees a gap when events were dropped.
+type Event struct {
+	Seq  uint64
+	Kind EventKind
+	// Member is the node as of the event. A leave event does not say
+	// whether the node called Leave or was declared dead: memberlist does
+	// not pass that on (its Node.State is never updated).
+	Member Member
+}
+
+// Node is this process's membership in the job: a memberlist instance, the
+// metadata it advertises, the members it knows and the rendezvous inbox.
+//
+// All methods are safe for concurrent use. Rendezvous may run at most once at
+// a time per node.
+type Node struct {
+	cfg Config
+	log *zap.Logger
+	ctx context.Context
+	ml  *memberlist.Memberlist
+	// addr is our advertised gossip address, read once at Start: memberlist
+	// hands out pointers into its node map, so we copy what we need while
+	// its lock is held (or before anyone else can change it).
+	addr string
+
+	// mu guards the fields below it. It is taken inside memberlist's event
+	// callbacks, which run under memberlist's own lock, so nothing may call
+	// into memberlist while holding mu.
+	mu      sync.Mutex
+	meta    Meta
+	encoded []byte
+	members map[string]Member
+	targets map[string]*memberlist.Node // name -> address copy for SendReliable
+	events  chan Event
+	seq     uint64
+	dropped uint64
+	closed  bool
+
+	changed   chan struct{} // cap 1: "the view may have changed"
+	metaDirty chan struct{} // cap 1: "gossip our meta again"
+	inbox     chan inbound  // rendezvous messages from peers
+	done      chan struct{}
+
+	lifeMu   sync.Mutex // serialises Leave and Shutdown (memberlist panics on Leave after Shutdown)
+	shutdown bool
+	rdvBusy  atomic.Bool
+}
+
+// inboxSize bounds the rendezvous messages queued between memberlist's
+// receive goroutines and Rendezvous. A rendezvous exchanges a few messages
+// per peer per proposal; overflow drops the message and the leader's
+// proposal times out and is retried.
+const inboxSize = 256
+
+// metaUpdateTimeout bounds memberlist.UpdateNode, which waits until the new
+// metadata has been handed to at least one peer.
+const metaUpdateTimeout = 5 * time.Second
+
+// Start validates cfg, starts gossip on the bind address, and joins cfg.Seeds
+// (see Join) if there are any. ctx bounds this join and every later Join; it
+// does not stop the node: call Leave and Shutdown. logger may be nil.
+func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	// Our own copies: the caller may reuse its slices.
+	cfg.Seeds = slices.Clone(cfg.Seeds)
+	cfg.SecretKey = slices.Clone(cfg.SecretKey)
+	n := &Node{
+		cfg:       cfg,
+		log:       logger.With(zap.String("node", cfg.Name)),
+		ctx:       ctx,
+		members:   map[string]Member{},
+		targets:   map[string]*memberlist.Node{},
+		events:    make(chan Event, cfg.EventBuffer),
+		changed:   make(chan struct{}, 1),
+		metaDirty: make(chan struct{}, 1),
+		inbox:     make(chan inbound, inboxSize),
+		done:      make(chan struct{}),
+	}
+	n.meta = Meta{
+		ID:       cfg.Name,
+		Endpoint: cfg.Endpoint,
+		Device:   cfg.Device,
+		Budget:   cfg.Budget,
+		JobHash:  cfg.JobHash,
+		State:    StateJoining,
+	}
+	enc, err := n.meta.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", cfg.Name, err)
+	}
+	n.encoded = enc
+
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Name
+	mc.BindAddr = cfg.BindAddr
+	mc.BindPort = cfg.BindPort
+	// Empty AdvertiseAddr with a specific BindAddr: memberlist advertises
+	// the bound address and port (Validate rejects the wildcard case).
+	mc.AdvertiseAddr = cfg.AdvertiseAddr
+	mc.AdvertisePort = cmp.Or(cfg.AdvertisePort, cfg.BindPort)
+	mc.ProbeInterval = cfg.ProbeInterval
+	mc.ProbeTimeout = cfg.ProbeTimeout
+	mc.SuspicionMult = cfg.SuspicionMult
+	mc.GossipInterval = cfg.GossipInterval
+	mc.Delegate = (*delegate)(n)
+	mc.Events = (*delegate)(n)
+	mc.Logger = memberlistLogger(n.log)
+	if len(cfg.SecretKey) > 0 {
+		kr, err := memberlist.NewKeyring(nil, cfg.SecretKey)
+		if err != nil {
+			return nil, fmt.Errorf("start %s: keyring: %w", cfg.Name, err)
+		}
+		mc.Keyring = kr
+		// Both already true in DefaultLANConfig; set explicitly because the
+		// whole security story rests on them: reject anything not encrypted
+		// with our key, and never send in the clear.
+		mc.GossipVerifyIncoming = true
+		mc.GossipVerifyOutgoing = true
+	} else {
+		n.log.Warn("gossip is NOT encrypted (insecure mode): anyone who can reach the port can join")
+	}
+
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("start %s on %s:%d: %w", cfg.Name, cfg.BindAddr, cfg.BindPort, err)
+	}
+	n.ml = ml
+	n.addr = ml.LocalNode().Address()
+	go n.metaLoop()
+	n.log.Info("gossip started", zap.String("addr", n.Addr()), zap.Bool("encrypted", len(cfg.SecretKey) > 0))
+
+	if len(cfg.Seeds) > 0 {
+		if err := n.Join(cfg.Seeds); err != nil {
+			n.Shutdown()
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// ID returns this node's unique name.
+func (n *Node) ID() string { return n.cfg.Name }
+
+// Addr returns the gossip host:port peers dial (what seeds should list).
+func (n *Node) Addr() string { return n.addr }
+
+// Config returns the configuration the node was started with, without the
+// secret key (so that logging it cannot leak the key).
+func (n *Node) Config() Config {
+	c := n.cfg
+	c.Seeds = slices.Clone(c.Seeds)
+	c.SecretKey = nil
+	return c
+}
+
+// Join contacts the seeds and merges their view of the cluster. It retries
+// with exponential backoff (100 ms doubling to 2 s) until one seed accepts us,
+// JoinTimeout passes, or the node's context ends. When every answer failed
+// authentication the error wraps ErrGossipKey, so the operator is told to
+// check the secret rather than the network.
+func (n *Node) Join(seeds []string) error {
+	if len(seeds) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.JoinTimeout)
+	defer cancel()
+	backoff := 100 * time.Millisecond
+	var lastErr error
+	keyErrs, attempts := 0, 0
+	for {
+		select {
+		case <-n.done:
+			return ErrShutdown
+		default:
+		}
+		joined, err := n.ml.Join(seeds)
+		if err == nil && joined > 0 {
+			n.log.Info("joined", zap.Strings("seeds", seeds), zap.Int("contacted", joined), zap.Int("members", n.ml.NumMembers()))
+			return nil
+		}
+		if err == nil {
+			err = errors.New("no seed contacted")
+		}
+		attempts++
+		lastErr = err
+		if isKeyError(err) {
+			keyErrs++
+		}
+		n.log.Debug("join attempt failed", zap.Strings("seeds", seeds), zap.Error(err), zap.Duration("retry_in", backoff))
+		select {
+		case <-ctx.Done():
+			if keyErrs > 0 && keyErrs == attempts {
+				return fmt.Errorf("join %s: %w (last error: %v)", strings.Join(seeds, ","), ErrGossipKey, lastErr)
+			}
+			if keyErrs > 0 {
+				return fmt.Errorf("join %s: %w (%d of %d attempts failed authentication; last error: %v)", strings.Join(seeds, ","), ErrGossipKey, keyErrs, attempts, lastErr)
+			}
+			return fmt.Errorf("join %s: no seed accepted us within %s (%v): %w", strings.Join(seeds, ","), n.cfg.JoinTimeout, context.Cause(ctx), lastErr)
+		case <-n.done:
+			return ErrShutdown
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// isKeyError recognises memberlist's authentication failures in a join
+// error: either our decrypt failed, or the seed's did and it said so.
+func isKeyError(err error) bool {
+	s := strings.ToLower(err.Error())
+	return strings.Contains(s, "decrypt") || strings.Contains(s, "encrypt")
+}
+
+// target returns the address of member id for SendReliable, or nil.
+func (n *Node) target(id string) *memberlist.Node {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.targets[id]
+}
+
+// Members returns every node this node knows that has not failed or left,
+// this node included, sorted by ID. Each carries its decoded metadata (a peer
+// whose metadata does not decode is listed with State unknown, so it is never
+// eligible). The slice is the caller's.
+func (n *Node) Members() []Member {
+	n.mu.Lock()
+	out := make([]Member, 0, len(n.members))
+	for _, m := range n.members {
+		if m.ID == n.cfg.Name {
+			m.Meta = n.meta // ours is authoritative even before gossip catches up
+		}
+		out = append(out, m)
+	}
+	n.mu.Unlock()
+	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Meta returns this node's current metadata.
+func (n *Node) Meta() Meta {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.meta
+}
+
+// UpdateMeta applies fn to a copy of this node's metadata and, if the result
+// encodes within the size limit, makes it current and schedules it for
+// gossip. It does not wait for the gossip (a training loop calls it every
+// step): peers see the change within a few gossip intervals. Successive
+// updates coalesce. fn must not change ID.
+func (n *Node) UpdateMeta(fn func(*Meta)) error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return ErrShutdown
+	}
+	m := n.meta
+	fn(&m)
+	if m.ID != n.cfg.Name {
+		n.mu.Unlock()
+		return fmt.Errorf("update meta: id %q cannot change to %q", n.cfg.Name, m.ID)
+	}
+	enc, err := m.Encode()
+	if err != nil {
+		n.mu.Unlock()
+		return fmt.Errorf("update meta: %w", err)
+	}
+	n.meta, n.encoded = m, enc
+	n.mu.Unlock()
+	signal(n.metaDirty)
+	signal(n.changed)
+	return nil
+}
+
+// metaLoop pushes metadata changes into memberlist, one UpdateNode at a
+// time, off the caller's path.
+func (n *Node) metaLoop() {
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-n.metaDirty:
+		}
+		select {
+		case <-n.done:
+			return
+		default:
+		}
+		if err := n.ml.UpdateNode(metaUpdateTimeout); err != nil {
+			n.log.Debug("metadata update not yet gossiped", zap.Error(err))
+		}
+	}
+}
+
+// Events returns the membership events in the order memberlist reported
+// them. The first one is this node's own join. Delivery never blocks
+// memberlist: the channel holds Config.EventBuffer events, and when the
+// consumer falls that far behind new events are dropped (logged, counted by
+// Dropped) and the consumer sees a gap in Seq; it should then re-read
+// Members(), which is always current. The channel is closed by Shutdown.
+func (n *Node) Events() <-chan Event { return n.events }
+
+// Dropped returns how many events were dropped because Events was full.
+func (n *Node) Dropped() uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.dropped
+}
+
+// Leave tells the cluster this node is going (a graceful exit, e.g. on
+// SIGTERM): peers see it leave within a gossip round instead of after the
+// failure-detection timeout. It waits up to timeout for the message to go
+// out. Gossip keeps running until Shutdown.
+func (n *Node) Leave(timeout time.Duration) error {
+	n.lifeMu.Lock()
+	defer n.lifeMu.Unlock()
+	if n.shutdown {
+		return ErrShutdown
+	}
+	_ = n.UpdateMeta(func(m *Meta) { m.State = StateLeaving })
+	if err := n.ml.Leave(timeout); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	n.log.Info("left the cluster")
+	return nil
+}
+
+// Shutdown stops gossip and closes Events. Without a Leave first, peers
+// find out through failure detection. Safe to call more than once.
+func (n *Node) Shutdown() error {
+	n.lifeMu.Lock()
+	defer n.lifeMu.Unlock()
+	if n.shutdown {
+		return nil
+	}
+	n.shutdown = true
+	close(n.done)
+	err := n.ml.Shutdown()
+	n.mu.Lock()
+	n.closed = true
+	close(n.events)
+	n.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// signal does a non-blocking send on a capacity-1 channel: a pending
+// signal already says everything a second one would.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// delegate implements memberlist.Delegate and memberlist.EventDelegate for a
+// Node without putting those methods on Node's public API.
+type delegate Node
+
+// NodeMeta hands memberlist our encoded metadata. Encode already checked
+// the limit; a copy, because memberlist keeps the slice.
+func (d *delegate) NodeMeta(limit int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.encoded) > limit { // cannot happen (Encode checks MetaMaxSize); never panic memberlist
+		return nil
+	}
+	return slices.Clone(d.encoded)
+}
+
+// NotifyMsg receives a rendezvous message over memberlist's reliable
+// channel. It must not block: decode, queue, drop if full.
+func (d *delegate) NotifyMsg(b []byte) {
+	n := (*Node)(d)
+	msg, err := decodeMessage(b)
+	if err != nil {
+		n.log.Warn("dropping malformed rendezvous message", zap.Error(err))
+		return
+	}
+	select {
+	case n.inbox <- msg:
+	default:
+		n.log.Warn("rendezvous inbox full, dropping message", zap.String("type", msg.kind.String()), zap.String("from", msg.from))
+	}
+}
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *delegate) LocalState(join bool) []byte                { return nil }
+func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+func (d *delegate) NotifyJoin(mn *memberlist.Node)   { (*Node)(d).observe(EventJoin, mn) }
+func (d *delegate) NotifyUpdate(mn *memberlist.Node) { (*Node)(d).observe(EventUpdate, mn) }
+func (d *delegate) NotifyLeave(mn *memberlist.Node)  { (*Node)(d).observe(EventLeave, mn) }
+
+// observe records a membership change and emits its event. It runs under
+// memberlist's node lock: decode, update the table, send without blocking.
+func (n *Node) observe(kind EventKind, mn *memberlist.Node) {
+	m := Member{ID: mn.Name, Addr: mn.Address(), Alive: kind != EventLeave}
+	meta, err := DecodeMeta(mn.Meta)
+	switch {
+	case err != nil:
+		n.log.Warn("peer metadata does not decode; treating it as not eligible", zap.String("peer", mn.Name), zap.Error(err))
+		meta = Meta{ID: mn.Name}
+	case meta.ID != mn.Name:
+		n.log.Warn("peer metadata names another node; treating it as not eligible", zap.String("peer", mn.Name), zap.String("meta_id", meta.ID))
+		meta = Meta{ID: mn.Name}
+	}
+	m.Meta = meta
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return
+	}
+	if kind == EventLeave {
+		delete(n.members, m.ID)
+		delete(n.targets, m.ID)
+	} else {
+		n.members[m.ID] = m
+		n.targets[m.ID] = &memberlist.Node{Name: mn.Name, Addr: slices.Clone(mn.Addr), Port: mn.Port}
+	}
+	n.seq++
+	ev := Event{Seq: n.seq, Kind: kind, Member: m}
+	select {
+	case n.events <- ev:
+	default:
+		n.dropped++
+		if n.dropped == 1 || n.dropped%100 == 0 {
+			n.log.Warn("event consumer is slow; dropping membership events (re-read Members())", zap.Uint64("dropped", n.dropped))
+		}
+	}
+	n.mu.Unlock()
+	if kind != EventUpdate || m.ID != n.cfg.Name {
+		n.log.Debug("membership", zap.String("event", kind.String()), zap.String("peer", m.ID), zap.String("state", meta.State.String()))
+	}
+	signal(n.changed)
+}

@@ -1,0 +1,463 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// These tests run real memberlist instances on 127.0.0.1 with kernel-chosen
+// ports (BindPort 0: memberlist binds TCP and UDP on one free port, retrying
+// if the pair is taken, and advertises it).
+
+var testKey = DeriveKey([]byte("test secret shared by the job"))
+
+type testNode struct {
+	*Node
+	logs *observer.ObservedLogs
+}
+
+func startNode(t *testing.T, name string, seeds []string, mut func(*Config)) (*testNode, error) {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Name = name
+	cfg.BindAddr = "127.0.0.1"
+	cfg.BindPort = 0
+	cfg.Seeds = seeds
+	cfg.SecretKey = testKey
+	cfg.JobHash = hashA
+	cfg.Endpoint = "127.0.0.1:1" + name[len(name)-1:] // distinct, unused
+	cfg.JoinTimeout = 5 * time.Second
+	if mut != nil {
+		mut(&cfg)
+	}
+	core, logs := observer.New(zapcore.DebugLevel)
+	n, err := Start(context.Background(), cfg, zap.New(core))
+	if err != nil {
+		return &testNode{logs: logs}, err
+	}
+	t.Cleanup(func() { n.Shutdown() })
+	return &testNode{Node: n, logs: logs}, nil
+}
+
+func mustStart(t *testing.T, name string, seeds []string, mut func(*Config)) *testNode {
+	t.Helper()
+	n, err := startNode(t, name, seeds, mut)
+	if err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	return n
+}
+
+// cluster starts the named nodes, each joining the first.
+func cluster(t *testing.T, names ...string) []*testNode {
+	t.Helper()
+	first := mustStart(t, names[0], nil, nil)
+	ns := []*testNode{first}
+	for _, name := range names[1:] {
+		ns = append(ns, mustStart(t, name, []string{first.Addr()}, nil))
+	}
+	waitFor(t, 10*time.Second, "all members visible", func() bool {
+		for _, n := range ns {
+			if len(n.Members()) != len(ns) {
+				return false
+			}
+		}
+		return true
+	})
+	return ns
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func testOpts() RendezvousOptions {
+	o := DefaultRendezvousOptions()
+	o.Settle = 200 * time.Millisecond
+	o.AckTimeout = 3 * time.Second
+	o.Poll = 50 * time.Millisecond
+	o.RefuseGrace = 3 * time.Second
+	return o
+}
+
+func hasLog(logs *observer.ObservedLogs, lvl zapcore.Level, substr string) bool {
+	for _, e := range logs.All() {
+		if e.Level == lvl && strings.Contains(e.Message, substr) {
+			return true
+		}
+	}
+	return false
+}
+
+type result struct {
+	id  string
+	w   World
+	err error
+}
+
+func rendezvousAll(ctx context.Context, opts RendezvousOptions, ns ...*testNode) map[string]result {
+	var mu sync.Mutex
+	out := map[string]result{}
+	var wg sync.WaitGroup
+	for _, n := range ns {
+		wg.Go(func() {
+			w, err := Rendezvous(ctx, n.Node, nil, opts)
+			mu.Lock()
+			out[n.ID()] = result{n.ID(), w, err}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+func checkOneWorld(t *testing.T, res map[string]result, members ...string) {
+	t.Helper()
+	var epoch uint64
+	seen := map[int]bool{}
+	var peers []string
+	for i, id := range members {
+		r := res[id]
+		if r.err != nil {
+			t.Fatalf("%s: %v", id, r.err)
+		}
+		if i == 0 {
+			epoch, peers = r.w.Epoch, ids(r.w)
+		}
+		if r.w.Epoch != epoch || strings.Join(ids(r.w), ",") != strings.Join(peers, ",") {
+			t.Fatalf("%s has world %d %v, %s has %d %v", members[0], epoch, peers, id, r.w.Epoch, ids(r.w))
+		}
+		if r.w.Size != len(members) || r.w.Rank < 0 || seen[r.w.Rank] || r.w.Peers[r.w.Rank].ID != id {
+			t.Fatalf("%s: bad rank/size %+v", id, r.w)
+		}
+		seen[r.w.Rank] = true
+	}
+	if epoch == 0 {
+		t.Fatal("epoch 0 committed")
+	}
+}
+
+func TestThreeNodesRendezvous(t *testing.T) {
+	ns := cluster(t, "n1", "n2", "n3")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	opts := testOpts()
+	opts.MinNodes = 3
+	start := time.Now()
+	res := rendezvousAll(ctx, opts, ns...)
+	checkOneWorld(t, res, "n1", "n2", "n3")
+	t.Logf("rendezvous of 3 took %s", time.Since(start))
+	if res["n1"].w.Rank != 0 {
+		t.Errorf("leader n1 has rank %d", res["n1"].w.Rank)
+	}
+	for _, n := range ns {
+		if p := res[n.ID()].w.Peers[res[n.ID()].w.Rank]; p.Endpoint != n.Config().Endpoint {
+			t.Errorf("%s: endpoint %q, want %q", n.ID(), p.Endpoint, n.Config().Endpoint)
+		}
+	}
+	// The committed epoch is gossiped: everyone's metadata shows it.
+	waitFor(t, 5*time.Second, "epoch gossiped", func() bool {
+		for _, m := range ns[2].Members() {
+			if m.Meta.Epoch != res["n1"].w.Epoch {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestJoinWithoutKeyFails(t *testing.T) {
+	seed := mustStart(t, "seed", nil, nil)
+	_, err := startNode(t, "nokey", []string{seed.Addr()}, func(c *Config) {
+		c.SecretKey, c.Insecure = nil, true
+		c.JoinTimeout = time.Second
+	})
+	if err == nil {
+		t.Fatal("a node without the key joined")
+	}
+	if !errors.Is(err, ErrGossipKey) || !strings.Contains(err.Error(), "no seed accepted our gossip key (wrong or missing --secret-file / PEERTUNE_SECRET?)") {
+		t.Fatalf("error does not say why: %v", err)
+	}
+	waitFor(t, 2*time.Second, "seed logs the rejection", func() bool {
+		return hasLog(seed.logs, zapcore.WarnLevel, "rejected unencrypted gossip: the remote node has no --secret-file")
+	})
+	if len(seed.Members()) != 1 {
+		t.Fatalf("seed sees %d members", len(seed.Members()))
+	}
+}
+
+func TestJoinWithWrongKeyFails(t *testing.T) {
+	seed := mustStart(t, "seed", nil, nil)
+	_, err := startNode(t, "wrongkey", []string{seed.Addr()}, func(c *Config) {
+		c.SecretKey = DeriveKey([]byte("another secret"))
+		c.JoinTimeout = time.Second
+	})
+	if !errors.Is(err, ErrGossipKey) || !strings.Contains(err.Error(), "no seed accepted our gossip key") {
+		t.Fatalf("error does not say why: %v", err)
+	}
+	var remote string
+	waitFor(t, 2*time.Second, "seed logs the rejection with the remote address", func() bool {
+		for _, e := range seed.logs.All() {
+			if e.Level == zapcore.WarnLevel && strings.Contains(e.Message, "different key") {
+				remote, _ = e.ContextMap()["remote"].(string)
+				return strings.HasPrefix(remote, "127.0.0.1:")
+			}
+		}
+		return false
+	})
+	if len(seed.Members()) != 1 {
+		t.Fatalf("seed sees %d members", len(seed.Members()))
+	}
+}
+
+func TestJoinUnreachableSeed(t *testing.T) {
+	_, err := startNode(t, "lonely", []string{"127.0.0.1:1"}, func(c *Config) { c.JoinTimeout = 500 * time.Millisecond })
+	if err == nil || errors.Is(err, ErrGossipKey) || !strings.Contains(err.Error(), "no seed accepted us") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// The node of the other job has the smallest id, so a rule like "smallest id
+// leads" alone would let it refuse everyone else.
+func TestJobHashMismatchRefused(t *testing.T) {
+	ns := cluster(t, "b1", "b2", "b3")
+	odd := mustStart(t, "a0", []string{ns[0].Addr()}, func(c *Config) { c.JobHash = hashB })
+	waitFor(t, 5*time.Second, "odd node visible", func() bool { return len(ns[0].Members()) == 4 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	opts := testOpts()
+	opts.MinNodes = 3
+	oddErr := make(chan error, 1)
+	go func() {
+		_, err := Rendezvous(ctx, odd.Node, nil, opts)
+		oddErr <- err
+	}()
+	// Let the odd node be ready first, so the leader sees and refuses it.
+	waitFor(t, 5*time.Second, "odd node ready", func() bool {
+		for _, m := range ns[0].Members() {
+			if m.ID == "a0" {
+				return m.Meta.State == StateReady
+			}
+		}
+		return false
+	})
+	res := rendezvousAll(ctx, opts, ns...)
+	checkOneWorld(t, res, "b1", "b2", "b3")
+
+	select {
+	case err := <-oddErr:
+		// The leader is b1 once every b node is ready; a b node that led
+		// in its own view a moment earlier may have refused first.
+		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "refused by leader b") {
+			t.Fatalf("odd node: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("refused node hangs")
+	}
+	logged := false
+	for _, n := range ns {
+		logged = logged || hasLog(n.logs, zapcore.WarnLevel, "refusing node a0: job config hash bbbbbbbb… differs from ours (aaaaaaaa…)")
+	}
+	if !logged {
+		t.Error("no leader logged the refusal")
+	}
+	if !hasLog(odd.logs, zapcore.ErrorLevel, "refused by leader b") || !hasLog(odd.logs, zapcore.ErrorLevel, ": job config differs") {
+		t.Error("refused node did not log why")
+	}
+}
+
+func TestGracefulLeaveSeenQuickly(t *testing.T) {
+	ns := cluster(t, "n1", "n2", "n3")
+	// Drain the join events first.
+	drain := func() {
+		for {
+			select {
+			case <-ns[0].Events():
+			default:
+				return
+			}
+		}
+	}
+	drain()
+	start := time.Now()
+	if err := ns[2].Leave(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Failure detection alone would take ProbeInterval + SuspicionMult ×
+	// ProbeInterval ≈ 6 s with the defaults; a graceful leave is gossiped.
+	detect := ns[0].Config().ProbeInterval * time.Duration(1+ns[0].Config().SuspicionMult)
+	timeout := time.After(detect / 3)
+	for {
+		select {
+		case ev := <-ns[0].Events():
+			if ev.Kind != EventLeave || ev.Member.ID != "n3" {
+				continue
+			}
+			if ev.Member.Alive {
+				t.Fatalf("leave event %+v: member still alive", ev)
+			}
+			t.Logf("leave seen after %s (failure detection: ~%s)", time.Since(start), detect)
+			for _, m := range ns[0].Members() {
+				if m.ID == "n3" {
+					t.Fatal("n3 still listed")
+				}
+			}
+			return
+		case <-timeout:
+			t.Fatalf("no leave event within %s", detect/3)
+		}
+	}
+}
+
+func TestWorldSizeWaitsThenStartsSmaller(t *testing.T) {
+	ns := cluster(t, "n1", "n2")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	opts := testOpts()
+	opts.WorldSize, opts.MinNodes, opts.Timeout = 3, 2, 1500*time.Millisecond
+	start := time.Now()
+	res := rendezvousAll(ctx, opts, ns...)
+	took := time.Since(start)
+	checkOneWorld(t, res, "n1", "n2")
+	if took < opts.Timeout {
+		t.Fatalf("started after %s, before the %s timeout", took, opts.Timeout)
+	}
+	if !hasLog(ns[0].logs, zapcore.InfoLevel, "") {
+		t.Fatal("no logs")
+	}
+	waited := false
+	for _, e := range ns[0].logs.FilterMessage("rendezvous").All() {
+		if e.ContextMap()["reason"] == "2 of 3 nodes (world-size)" {
+			waited = true
+		}
+	}
+	if !waited {
+		t.Error("the wait was not logged with its reason")
+	}
+	t.Logf("world of 2 after %s (timeout %s)", took, opts.Timeout)
+}
+
+func TestMetaUpdatesReachPeers(t *testing.T) {
+	ns := cluster(t, "n1", "n2")
+	if err := ns[1].UpdateMeta(func(m *Meta) { m.Step, m.StepMillis, m.State = 17, 250, StateTraining }); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "step gossiped", func() bool {
+		for _, m := range ns[0].Members() {
+			if m.ID == "n2" {
+				return m.Meta.Step == 17 && m.Meta.StepMillis == 250 && m.Meta.State == StateTraining
+			}
+		}
+		return false
+	})
+	if err := ns[1].UpdateMeta(func(m *Meta) { m.Device = strings.Repeat("x", MaxDeviceLen+1) }); err == nil {
+		t.Fatal("oversized meta accepted")
+	}
+	if ns[1].Meta().Step != 17 {
+		t.Fatal("failed update changed the meta")
+	}
+}
+
+// A consumer that never reads loses events, never blocks memberlist, and can
+// see the loss in Seq and Dropped.
+func TestSlowEventConsumer(t *testing.T) {
+	first := mustStart(t, "n1", nil, func(c *Config) { c.EventBuffer = 1 })
+	mustStart(t, "n2", []string{first.Addr()}, nil)
+	mustStart(t, "n3", []string{first.Addr()}, nil)
+	waitFor(t, 5*time.Second, "members", func() bool { return len(first.Members()) == 3 })
+	waitFor(t, 5*time.Second, "drops", func() bool { return first.Dropped() > 0 })
+	ev := <-first.Events()
+	if ev.Seq != 1 || ev.Kind != EventJoin || ev.Member.ID != "n1" {
+		t.Fatalf("first event %+v, want our own join", ev)
+	}
+	_ = first.UpdateMeta(func(m *Meta) { m.Step = 1 })
+	var next Event
+	waitFor(t, 5*time.Second, "an event after the gap", func() bool {
+		select {
+		case next = <-first.Events():
+			return true
+		default:
+			return false
+		}
+	})
+	if next.Seq <= 2 {
+		t.Fatalf("no gap in Seq after drops: %d", next.Seq)
+	}
+}
+
+func TestShutdownClosesEvents(t *testing.T) {
+	n := mustStart(t, "n1", nil, nil)
+	n.Shutdown()
+	for range n.Events() {
+	}
+	if err := n.Leave(time.Second); !errors.Is(err, ErrShutdown) {
+		t.Fatalf("leave after shutdown: %v", err)
+	}
+	if err := n.UpdateMeta(func(*Meta) {}); !errors.Is(err, ErrShutdown) {
+		t.Fatalf("update after shutdown: %v", err)
+	}
+}
+
+// After a world of 3 loses a node, the two survivors (a majority) form a
+// world with a larger epoch; one node alone (a minority) waits and says why.
+func TestReRendezvousKeepsMajority(t *testing.T) {
+	ns := cluster(t, "n1", "n2", "n3")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	opts := testOpts()
+	opts.MinNodes = 3
+	first := rendezvousAll(ctx, opts, ns...)
+	checkOneWorld(t, first, "n1", "n2", "n3")
+	last := first["n1"].w
+
+	if err := ns[2].Leave(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "n3 gone", func() bool { return len(ns[0].Members()) == 2 && len(ns[1].Members()) == 2 })
+
+	opts.MinNodes = 1
+	var mu sync.Mutex
+	res := map[string]result{}
+	var wg sync.WaitGroup
+	for _, n := range ns[:2] {
+		wg.Go(func() {
+			w, err := Rendezvous(ctx, n.Node, &last, opts)
+			mu.Lock()
+			res[n.ID()] = result{n.ID(), w, err}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	checkOneWorld(t, res, "n1", "n2")
+	if res["n1"].w.Epoch <= last.Epoch {
+		t.Fatalf("epoch %d not after %d", res["n1"].w.Epoch, last.Epoch)
+	}
+	second := res["n1"].w
+
+	if err := ns[1].Leave(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "n2 gone", func() bool { return len(ns[0].Members()) == 1 })
+	short, cancel2 := context.WithTimeout(context.Background(), time.Second)
+	defer cancel2()
+	_, err := Rendezvous(short, ns[0].Node, &second, opts)
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "no majority of last world (1 of 2)") {
+		t.Fatalf("a minority formed a world or did not say why: %v", err)
+	}
+}

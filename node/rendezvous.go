@@ -1,0 +1,392 @@
+package node
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// This file is the pure core of rendezvous: a function from a membership view
+// to a proposed world. No clocks, no network, no randomness: the caller passes
+// in how long it has waited. Rendezvous (protocol.go) runs it at the edges.
+
+// Peer is one member of a world, in rank order.
+type Peer struct {
+	ID       string `msgpack:"id"`
+	Endpoint string `msgpack:"ep"`
+}
+
+// World is a committed (or proposed) data-parallel group. Peers are ordered
+// by rank, which is ID order; Rank is this node's index in Peers (-1 when it
+// is not a member). Epochs only grow: every proposal takes a new one.
+type World struct {
+	Epoch uint64 `msgpack:"epoch"`
+	Rank  int    `msgpack:"-"` // per node: not sent on the wire
+	Size  int    `msgpack:"size"`
+	Peers []Peer `msgpack:"peers"`
+}
+
+// Rank returns id's rank in w, or -1 if id is not in w.
+func Rank(w World, id string) int {
+	for i, p := range w.Peers {
+		if p.ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// Member is one node as this node sees it: gossip address, liveness and the
+// metadata it advertises.
+type Member struct {
+	ID    string // memberlist name; equals Meta.ID for well-formed peers
+	Addr  string // gossip host:port
+	Alive bool   // false only for a node that failed or left
+	Meta  Meta
+}
+
+// View is the input of Propose: the members this node knows, who it is, and
+// how long it has been waiting (a fact about now, like the members).
+type View struct {
+	Self    string
+	Members []Member
+	Elapsed time.Duration
+}
+
+// RendezvousOptions are the rules of rendezvous. Propose reads MinNodes,
+// WorldSize, Timeout and AllowMinority; the protocol timings below them are
+// read by Rendezvous only.
+type RendezvousOptions struct {
+	// MinNodes is the fewest nodes a world may have (values < 1 mean 1).
+	MinNodes int
+	// WorldSize > 0: wait for that many nodes; a world never has more (the
+	// rest stand by). After Timeout, start with what is there (>= MinNodes).
+	WorldSize int
+	// Timeout bounds the wait for WorldSize; 0 waits for ever.
+	Timeout time.Duration
+	// AllowMinority drops the strict-majority-of-the-last-world rule. It is
+	// the operator's explicit override: without it a partition's minority
+	// side waits instead of training (no split brain).
+	AllowMinority bool
+
+	// AckTimeout is how long the leader waits for every peer's Ack before it
+	// gives the proposal up and proposes again under a new epoch.
+	AckTimeout time.Duration
+	// Settle is how long the leader's proposed world must stay unchanged
+	// before it proposes, so that gossip has spread the newest member's
+	// metadata and the members agree who leads.
+	Settle time.Duration
+	// Poll is how often the view is re-evaluated when nothing else happens.
+	Poll time.Duration
+	// RefuseGrace is how long a node that finds itself refused waits for the
+	// leader's Refuse message (which names the leader) before it gives up on
+	// its own.
+	RefuseGrace time.Duration
+}
+
+// DefaultRendezvousOptions: one node is enough, no target size, and protocol
+// timings for a LAN.
+func DefaultRendezvousOptions() RendezvousOptions {
+	return RendezvousOptions{
+		MinNodes: 1,
+		Timeout:  5 * time.Minute, // same reason as Config.RendezvousTimeout
+		// A round trip on a LAN is milliseconds; 5 s covers a member that is
+		// briefly busy (GC, page faults while loading a model) without making
+		// a dead member stall the world for long.
+		AckTimeout: 5 * time.Second,
+		// A few gossip intervals (200 ms): long enough for a new member's
+		// Ready state to reach everyone, short next to model loading.
+		Settle: 600 * time.Millisecond,
+		// Events wake the loop at once; polling only catches what no event
+		// announces (the clock passing Timeout, a suspected node).
+		Poll: 100 * time.Millisecond,
+		// The leader refuses a node as soon as it sees it; the refused node
+		// waits about that long for the message before giving up alone.
+		RefuseGrace: 5 * time.Second,
+	}
+}
+
+// Action is what Propose tells the caller to do.
+type Action int
+
+const (
+	// Wait: no world can form yet; Decision.Reason says why.
+	Wait Action = iota
+	// Commit: the returned world is ready; Decision.Leader should propose it.
+	Commit
+	// Refuse: this node (View.Self) cannot join: its job config differs from
+	// the job's. It must stop and say so rather than wait for ever.
+	Refuse
+)
+
+func (a Action) String() string {
+	switch a {
+	case Wait:
+		return "wait"
+	case Commit:
+		return "commit"
+	case Refuse:
+		return "refuse"
+	}
+	return fmt.Sprintf("action(%d)", int(a))
+}
+
+// Refusal names a node that cannot join the job, and why.
+type Refusal struct {
+	ID      string
+	JobHash string
+	Reason  string
+}
+
+// Decision explains Propose's answer.
+type Decision struct {
+	Action Action
+	// Reason is a short human explanation: "2 of 3 nodes (world-size)",
+	// "no majority of last world (1 of 3)", ...
+	Reason string
+	// Leader is the node that proposes: the smallest ID of the world that
+	// would form (rank 0). Empty when no node is eligible.
+	Leader string
+	// JobHash is the job's config hash that eligible nodes share.
+	JobHash string
+	// Refused lists the ready nodes whose job config hash differs from the
+	// job's, whatever the Action: the others may still commit without them.
+	Refused []Refusal
+}
+
+// Propose computes the world that view supports, given the last world this
+// node committed to (nil: none). It is deterministic: the same view, in any
+// order, gives the same world from every member's point of view (only
+// World.Rank and a Refuse action depend on View.Self).
+//
+// Rules:
+//   - candidates are alive members in state Ready or Training;
+//   - the job's config hash is the one of the candidate group that already
+//     trains (highest Meta.Epoch), else the larger group, among groups that
+//     train or reach MinNodes. So a node started with a different config is
+//     refused by everyone, including itself, whatever its ID; candidates with
+//     another hash are Refused. While that is undecided (a tie, or no group
+//     big enough) everyone waits and nobody is refused;
+//   - eligible = candidates with the job's hash. With WorldSize > 0 at most
+//     WorldSize of them are taken, members of the last world first (to keep
+//     its majority), then by ID;
+//   - the world is ordered by ID; its first member leads;
+//   - size >= MinNodes; with WorldSize > 0 and before Timeout, size == WorldSize;
+//   - with a last world and no AllowMinority, the new world holds a strict
+//     majority of the last world's peers: two disjoint sides of a partition
+//     cannot both have one, so at most one trains;
+//   - Epoch is one more than the largest epoch known: last's, and every
+//     same-job member's Meta.Epoch.
+func Propose(view View, last *World, opts RendezvousOptions) (World, Decision) {
+	minNodes := max(opts.MinNodes, 1)
+	members := canonical(view.Members)
+
+	var cands []Member
+	for _, m := range members {
+		if m.Alive && (m.Meta.State == StateReady || m.Meta.State == StateTraining) {
+			cands = append(cands, m)
+		}
+	}
+	ref, undecided := jobHash(cands, minNodes)
+	var d Decision
+	if undecided != "" {
+		// Nobody is refused while it is unclear which config is the job's:
+		// a refusal ends the refused process, so it must not hinge on which
+		// node happened to become ready first.
+		d.Reason = undecided
+		return World{Rank: -1}, d
+	}
+	d.JobHash = ref
+	var elig []Member
+	selfRefused := false
+	for _, c := range cands {
+		if c.Meta.JobHash == ref {
+			elig = append(elig, c)
+			continue
+		}
+		d.Refused = append(d.Refused, Refusal{
+			ID:      c.ID,
+			JobHash: c.Meta.JobHash,
+			Reason:  fmt.Sprintf("job config hash %s differs from the job's (%s)", ShortHash(c.Meta.JobHash), ShortHash(ref)),
+		})
+		if c.ID == view.Self {
+			selfRefused = true
+		}
+	}
+
+	sel := selectWorld(elig, last, opts.WorldSize)
+	if len(sel) > 0 {
+		d.Leader = sel[0].ID
+	}
+	if selfRefused {
+		d.Action = Refuse
+		d.Reason = fmt.Sprintf("our job config hash differs from the job's (%s, led by %s)", ShortHash(ref), d.Leader)
+		return World{Rank: -1}, d
+	}
+	size := len(sel)
+	switch {
+	case size == 0:
+		d.Reason = "no ready nodes"
+		return World{Rank: -1}, d
+	case size < minNodes:
+		d.Reason = fmt.Sprintf("%d of %d nodes (min-nodes)", size, minNodes)
+		return World{Rank: -1}, d
+	case opts.WorldSize > 0 && size < opts.WorldSize && !(opts.Timeout > 0 && view.Elapsed >= opts.Timeout):
+		d.Reason = fmt.Sprintf("%d of %d nodes (world-size)", size, opts.WorldSize)
+		return World{Rank: -1}, d
+	}
+	peers := make([]Peer, size)
+	for i, m := range sel {
+		peers[i] = Peer{ID: m.ID, Endpoint: m.Meta.Endpoint}
+	}
+	if last != nil && !opts.AllowMinority && !hasMajority(peers, last) {
+		d.Reason = fmt.Sprintf("no majority of last world (%d of %d)", countIn(peers, last), len(last.Peers))
+		return World{Rank: -1}, d
+	}
+
+	var epoch uint64
+	if last != nil {
+		epoch = last.Epoch
+	}
+	for _, m := range members {
+		if m.Meta.JobHash == ref {
+			epoch = max(epoch, m.Meta.Epoch)
+		}
+	}
+	w := World{Epoch: epoch + 1, Size: size, Peers: peers}
+	w.Rank = Rank(w, view.Self)
+	d.Action = Commit
+	d.Reason = fmt.Sprintf("%d nodes", size)
+	return w, d
+}
+
+// canonical sorts members by ID and drops every copy of a duplicated ID:
+// memberlist never reports one name twice, and when something does we cannot
+// tell which copy is true, so neither counts. Input order cannot matter.
+func canonical(in []Member) []Member {
+	ms := slices.Clone(in)
+	slices.SortFunc(ms, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
+	out := ms[:0]
+	for i := 0; i < len(ms); {
+		j := i + 1
+		for j < len(ms) && ms[j].ID == ms[i].ID {
+			j++
+		}
+		if j == i+1 && ms[i].ID != "" {
+			out = append(out, ms[i])
+		}
+		i = j
+	}
+	return out
+}
+
+// jobHash picks the job's config hash among the candidates (sorted by ID).
+// A group of candidates sharing a hash is viable when it already trains
+// (some member has an epoch) or has at least minNodes members. The job's
+// hash is the viable group's that has progressed furthest (highest epoch),
+// then the largest. A tie at the top, or several groups none of which is
+// viable, leaves it undecided: the second result then says why, and nobody
+// is refused until more nodes arrive. A single group is the job even when
+// too small (it then waits for min-nodes).
+func jobHash(cands []Member, minNodes int) (string, string) {
+	type group struct {
+		hash  string
+		epoch uint64
+		n     int
+	}
+	var groups []*group
+	byHash := map[string]*group{}
+	for _, c := range cands {
+		g := byHash[c.Meta.JobHash]
+		if g == nil {
+			g = &group{hash: c.Meta.JobHash}
+			byHash[g.hash] = g
+			groups = append(groups, g)
+		}
+		g.n++
+		g.epoch = max(g.epoch, c.Meta.Epoch)
+	}
+	switch len(groups) {
+	case 0:
+		return "", ""
+	case 1:
+		return groups[0].hash, ""
+	}
+	// Best first: viable, then epoch, then size; hash only to make the
+	// reason's order deterministic.
+	viable := func(g *group) bool { return g.epoch > 0 || g.n >= minNodes }
+	slices.SortFunc(groups, func(a, b *group) int {
+		if va, vb := viable(a), viable(b); va != vb {
+			if va {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(cmp.Compare(b.epoch, a.epoch), cmp.Compare(b.n, a.n), cmp.Compare(a.hash, b.hash))
+	})
+	top, next := groups[0], groups[1]
+	if viable(top) && (top.epoch != next.epoch || top.n != next.n || !viable(next)) {
+		return top.hash, ""
+	}
+	var parts []string
+	for _, g := range groups {
+		parts = append(parts, fmt.Sprintf("%d with %s", g.n, ShortHash(g.hash)))
+	}
+	return "", "job config hashes disagree (" + strings.Join(parts, ", ") + ")"
+}
+
+// selectWorld takes the eligible members (sorted by ID), capped at worldSize
+// when it is > 0 with members of last first, and returns them in ID order.
+func selectWorld(elig []Member, last *World, worldSize int) []Member {
+	if worldSize <= 0 || len(elig) <= worldSize {
+		return elig
+	}
+	sel := slices.Clone(elig)
+	inLast := func(m Member) bool { return last != nil && Rank(*last, m.ID) >= 0 }
+	slices.SortStableFunc(sel, func(a, b Member) int {
+		ia, ib := inLast(a), inLast(b)
+		switch {
+		case ia && !ib:
+			return -1
+		case ib && !ia:
+			return 1
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+	sel = sel[:worldSize]
+	slices.SortFunc(sel, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
+	return sel
+}
+
+// countIn counts the peers that were in last.
+func countIn(peers []Peer, last *World) int {
+	n := 0
+	for _, p := range peers {
+		if Rank(*last, p.ID) >= 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// hasMajority reports whether peers hold a strict majority of last's peers.
+// A nil or empty last world has no majority to keep.
+func hasMajority(peers []Peer, last *World) bool {
+	if last == nil || len(last.Peers) == 0 {
+		return true
+	}
+	return 2*countIn(peers, last) > len(last.Peers)
+}
+
+// ShortHash shortens a job hash for logs: "abcdef01…".
+func ShortHash(h string) string {
+	if h == "" {
+		return "(none)"
+	}
+	if len(h) > 8 {
+		return h[:8] + "…"
+	}
+	return h
+}
