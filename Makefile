@@ -8,7 +8,7 @@ PYTHON    ?= python3
 # for the slowest package on a 2-core machine.
 TESTFLAGS ?= -timeout 40m
 
-.PHONY: all build run test test-short bench golden deps sysdeps pydeps-golden fuzz vet fmt clean
+.PHONY: tiny-base all build run test test-short bench golden deps sysdeps pydeps-golden fuzz vet fmt clean
 
 all: build
 
@@ -52,9 +52,19 @@ pydeps-golden:
 
 golden: pydeps-golden
 	$(PYTHON) trainer/model/testdata/gen_golden.py trainer/model/testdata
+	# PEFT interop: peertune writes an adapter, PEFT loads it and records its logits.
+	-PEERTUNE_WRITE_INTEROP=1 $(GO) test ./trainer/model -run TestPEFTInteropGolden -count=1 >/dev/null
+	cd trainer/model && $(PYTHON) testdata/peft_logits.py testdata/golden/llama_untied testdata/interop/adapter \
+		testdata/golden/llama_untied/batch.json testdata/interop/peft_logits.safetensors
 
 fuzz:
 	$(GO) test ./trainer/model/safetensors -run '^$$' -fuzz FuzzParseHeader -fuzztime 60s
+
+# Rebuilds the built-in base model from its recipe (about 10 minutes on 2 cores),
+# then rebuild the binary to embed it.
+tiny-base: build
+	./$(BIN) train --config trainer/tinybase/recipe.yaml --out bin/tiny-base
+	cp bin/tiny-base/config.json bin/tiny-base/model.safetensors trainer/tinybase/
 
 clean:
 	rm -rf bin

@@ -12,6 +12,10 @@ import (
 type globalOptions struct {
 	logFormat string // console | json
 	logLevel  string // debug | info | warn | error
+
+	// log is the process's one logger, built from the flags above before any
+	// subcommand runs.
+	log *zap.Logger
 }
 
 func newRootCmd() *cobra.Command {
@@ -25,10 +29,20 @@ trainable gradients. With no flags, 'peertune train' fine-tunes a built-in tiny
 model on built-in telecom calculation data.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			log, err := newLogger(opts)
+			if err != nil {
+				return err
+			}
+			opts.log = log
+			return nil
+		},
 	}
 	root.PersistentFlags().StringVar(&opts.logFormat, "log-format", "console", "log format: console or json")
 	root.PersistentFlags().StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.AddCommand(newVersionCmd())
+	root.AddCommand(newBenchCmd(opts))
+	root.AddCommand(newTrainCmd(opts), newEvalCmd(opts), newGenerateCmd(opts))
 	return root
 }
 

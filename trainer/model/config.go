@@ -216,7 +216,7 @@ func Presets() map[string]Config {
 		// peertune-tiny is the architecture of the built-in base model
 		// (trainer/tinybase): byte-level vocabulary (259 ids, padded to 272).
 		"peertune-tiny": {Hidden: 128, Intermediate: 384, Layers: 4, Heads: 4, KVHeads: 2, Vocab: 272,
-			RopeTheta: 10000, RMSEps: 1e-5, TiedEmbed: true, MaxPositions: 256, Arch: "llama"},
+			RopeTheta: 10000, RMSEps: 1e-5, TiedEmbed: true, MaxPositions: 512, Arch: "llama"},
 		"smollm2-135m": {Hidden: 576, Intermediate: 1536, Layers: 30, Heads: 9, KVHeads: 3, Vocab: 49152,
 			RopeTheta: 100000, RMSEps: 1e-5, TiedEmbed: true, MaxPositions: 8192, Arch: "llama"},
 		"llama2-7b": {Hidden: 4096, Intermediate: 11008, Layers: 32, Heads: 32, KVHeads: 32, Vocab: 32000,

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/peertune/peertune/internal/atomicfile"
 	"github.com/peertune/peertune/kernels"
 	"github.com/peertune/peertune/trainer/model/safetensors"
 )
@@ -48,7 +49,7 @@ func (m *Model) SaveBase(dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "config.json"), cfg); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644); err != nil {
 		return err
 	}
 	return m.saveLayout(filepath.Join(dir, "model.safetensors"), m.BaseLayout, m.Base, map[string]string{"format": "pt"})
@@ -158,7 +159,7 @@ func (m *Model) SaveAdapter(dir, baseModel string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "adapter_config.json"), data); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, "adapter_config.json"), data, 0o644); err != nil {
 		return err
 	}
 	return m.saveLayout(filepath.Join(dir, "adapter_model.safetensors"), m.TrainLayout, m.Params, map[string]string{"format": "pt"})
@@ -185,29 +186,4 @@ func (m *Model) LoadAdapter(path string) error {
 		copy(host[t.Offset:], v)
 	}
 	return m.be.CopyIn(m.Params, host)
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// directory, fsynced and renamed, so a crash never leaves a half-written file.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("rename into %s: %w", path, err)
-	}
-	return nil
 }

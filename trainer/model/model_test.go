@@ -3,6 +3,9 @@ package model
 import (
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/peertune/peertune/kernels"
@@ -264,6 +267,77 @@ func TestBatchValidate(t *testing.T) {
 		f(&b)
 		if _, err := m.Logits(&b); err == nil {
 			t.Errorf("case %d: bad batch accepted", i)
+		}
+	}
+}
+
+// TestPresetParamCounts checks the layouts against PEFT's printout for
+// Llama-3-8B with r=16 on q,k,v,o (13,631,488 of 8,043,892,736) and the
+// published size of SmolLM2-135M.
+func TestPresetParamCounts(t *testing.T) {
+	c := Presets()["llama3-8b"]
+	base := baseLayout(c).Total
+	lora := loraLayout(c, LoRAConfig{Rank: 16, Alpha: 32, Targets: []Proj{ProjQ, ProjK, ProjV, ProjO}}).Total
+	if lora != 13631488 || base+lora != 8043892736 {
+		t.Fatalf("llama3-8b: base %d, lora %d; PEFT says 13,631,488 of 8,043,892,736", base, lora)
+	}
+	if n := baseLayout(Presets()["smollm2-135m"]).Total; n != 134515008 {
+		t.Fatalf("smollm2-135m has %d parameters, want 134,515,008", n)
+	}
+}
+
+// TestLoadBaseBadFiles: a checkpoint that does not fit the config is an error
+// naming the file and the tensor, never a panic.
+func TestLoadBaseBadFiles(t *testing.T) {
+	c := tinyConfig(false, false)
+	m := newTestModel(t, c, Options{Method: MethodFull})
+	dir := t.TempDir()
+	if err := m.SaveBase(dir); err != nil {
+		t.Fatal(err)
+	}
+	good := filepath.Join(dir, "model.safetensors")
+	raw, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A model whose config has a different hidden size: every shape disagrees.
+	wrong := c
+	wrong.Intermediate = 50
+	mw, err := New(newCPU(t), wrong, Options{Method: MethodFull})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mw.LoadBase(good); err == nil || !strings.Contains(err.Error(), "model.safetensors") || !strings.Contains(err.Error(), "mlp.gate_proj.weight") {
+		t.Errorf("shape mismatch: %v", err)
+	}
+	// Tied config reading an untied file is fine (lm_head ignored); the
+	// reverse misses lm_head.weight.
+	tied := tinyConfig(true, false)
+	mt := newTestModel(t, tied, Options{Method: MethodFull})
+	tdir := t.TempDir()
+	if err := mt.SaveBase(tdir); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.LoadBase(filepath.Join(tdir, "model.safetensors")); err == nil || !strings.Contains(err.Error(), `"lm_head.weight" not found`) {
+		t.Errorf("missing tensor: %v", err)
+	}
+	truncated := filepath.Join(dir, "truncated.safetensors")
+	os.WriteFile(truncated, raw[:len(raw)/2], 0o644)
+	if err := m.LoadBase(truncated); err == nil || !strings.Contains(err.Error(), "truncated.safetensors") {
+		t.Errorf("truncated file: %v", err)
+	}
+	// The round trip through SaveBase/LoadBase is exact.
+	m2, err := New(newCPU(t), c, Options{Method: MethodFull})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m2.LoadBase(good); err != nil {
+		t.Fatal(err)
+	}
+	a, b := hostCopy(t, m, m.Base), hostCopy(t, m2, m2.Base)
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("round trip changed weight %d", i)
 		}
 	}
 }

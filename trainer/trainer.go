@@ -1,0 +1,323 @@
+package trainer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/peertune/peertune/collective"
+	"github.com/peertune/peertune/kernels"
+	"github.com/peertune/peertune/trainer/data"
+	"github.com/peertune/peertune/trainer/model"
+)
+
+// AdamW's moment coefficients and epsilon: the usual values for fine-tuning.
+const (
+	adamBeta1 = 0.9
+	adamBeta2 = 0.999
+	adamEps   = 1e-8
+)
+
+// Trainer runs one job on one rank. Every rank of a world runs the same loop
+// over the same global sample order (DESIGN invariant 2) and all-reduces the
+// one flat gradient buffer per optimizer step (invariant 1).
+type Trainer struct {
+	cfg   Config
+	log   *zap.Logger
+	m     *model.Model
+	comm  collective.Communicator
+	tok   data.Tokenizer
+	ds    *Dataset
+	order *data.Order
+	sched Schedule
+	// stats is a small buffer [loss sum, target count] all-reduced with the
+	// gradients' step for logging.
+	stats kernels.Buffer
+}
+
+// StepStats describe one completed optimizer step.
+type StepStats struct {
+	Step, Total  int
+	Epoch        float64
+	Loss         float64 // mean over the step's global target tokens
+	LR           float64
+	GradNorm     float64 // before clipping
+	Tokens       int     // global tokens processed (padding excluded)
+	TokensPerSec float64
+	Elapsed      time.Duration
+	ETA          time.Duration
+}
+
+// New prepares a trainer: the model must be loaded and its adapters
+// initialised; the dataset tokenised with tok.
+func New(cfg Config, m *model.Model, comm collective.Communicator, tok data.Tokenizer, ds *Dataset, log *zap.Logger) (*Trainer, error) {
+	steps := cfg.Steps
+	if steps == 0 {
+		steps = int(math.Ceil(cfg.Epochs * float64(len(ds.Train)) / float64(cfg.Batch)))
+		steps = max(steps, 1)
+	}
+	sched := Schedule{Peak: cfg.LR, Warmup: min(cfg.Warmup, steps-1), Total: steps}
+	if err := sched.Validate(); err != nil {
+		return nil, err
+	}
+	order, err := data.NewOrder(cfg.Seed, len(ds.Train), cfg.Batch)
+	if err != nil {
+		return nil, err
+	}
+	stats, err := m.Backend().Alloc(2, kernels.F32)
+	if err != nil {
+		return nil, err
+	}
+	return &Trainer{cfg: cfg, log: log, m: m, comm: comm, tok: tok, ds: ds, order: order, sched: sched, stats: stats}, nil
+}
+
+// TotalSteps is the number of optimizer steps the job runs (unless it stops early).
+func (t *Trainer) TotalSteps() int { return t.sched.Total }
+
+// Step runs optimizer step `step` (counted from 1): this rank's micro-batches
+// of the step's global slice, one all-reduce of the gradients, clipping and
+// AdamW. The loss of every micro-batch is scaled by 1/(the step's global
+// target count), so the summed gradient is the mean over the whole step,
+// whatever the world size and micro-batch size.
+func (t *Trainer) Step(ctx context.Context, step int) (StepStats, error) {
+	start := time.Now()
+	samples := t.order.Step(step - 1)
+	seqs := make([]data.Sequence, len(samples))
+	globalTargets, globalTokens := 0, 0
+	for i, s := range samples {
+		seqs[i] = t.ds.Train[s.Index]
+		globalTargets += seqs[i].Targets()
+		globalTokens += len(seqs[i].Tokens)
+	}
+	if globalTargets == 0 {
+		return StepStats{}, fmt.Errorf("step %d: the global batch has no target tokens", step)
+	}
+	lo, hi := data.RankRange(len(seqs), t.comm.Rank(), t.comm.Size())
+	if err := t.m.ZeroGrads(); err != nil {
+		return StepStats{}, err
+	}
+	var lossSum float64
+	var targets int
+	for mb := lo; mb < hi; mb += t.cfg.MicroBatch {
+		if err := ctx.Err(); err != nil {
+			return StepStats{}, err
+		}
+		end := min(mb+t.cfg.MicroBatch, hi)
+		b := makeBatch(seqs[mb:end], t.tok.PAD())
+		// The dropout seed depends on the step and the global position of the
+		// micro-batch, not on the rank, so masks follow the data.
+		seed := t.cfg.Seed*0x9e3779b97f4a7c15 ^ uint64(step)<<20 ^ uint64(mb)
+		s, n, err := t.m.ForwardBackward(b, 1/float32(globalTargets), seed)
+		if err != nil {
+			return StepStats{}, fmt.Errorf("step %d: %w", step, err)
+		}
+		lossSum += s
+		targets += n
+	}
+	be := t.m.Backend()
+	if err := t.comm.AllReduce(ctx, t.m.Grads, collective.Sum); err != nil {
+		return StepStats{}, fmt.Errorf("step %d: all-reduce gradients: %w", step, err)
+	}
+	if err := be.CopyIn(t.stats, []float32{float32(lossSum), float32(targets)}); err != nil {
+		return StepStats{}, err
+	}
+	if err := t.comm.AllReduce(ctx, t.stats, collective.Sum); err != nil {
+		return StepStats{}, fmt.Errorf("step %d: all-reduce loss: %w", step, err)
+	}
+	reduced := make([]float32, 2)
+	if err := be.CopyOut(reduced, t.stats); err != nil {
+		return StepStats{}, err
+	}
+	ss, err := t.m.GradSumSquares()
+	if err != nil {
+		return StepStats{}, err
+	}
+	norm := math.Sqrt(ss)
+	if math.IsNaN(norm) || math.IsInf(norm, 0) {
+		return StepStats{}, fmt.Errorf("step %d: gradient norm is %v (loss %g): training diverged; lower --lr", step, norm, reduced[0]/reduced[1])
+	}
+	clip := 1.0
+	if t.cfg.GradClip > 0 && norm > t.cfg.GradClip {
+		clip = t.cfg.GradClip / norm
+	}
+	lr := t.sched.LR(step)
+	err = t.m.Update(kernels.AdamWParams{LR: float32(lr), Beta1: adamBeta1, Beta2: adamBeta2, Eps: adamEps,
+		WeightDecay: float32(t.cfg.WeightDecay), Step: step, GradScale: float32(clip)})
+	if err != nil {
+		return StepStats{}, err
+	}
+	if err := be.Sync(); err != nil {
+		return StepStats{}, err
+	}
+	el := time.Since(start)
+	return StepStats{
+		Step: step, Total: t.sched.Total, Epoch: t.order.StepEpoch(step),
+		Loss: float64(reduced[0]) / float64(reduced[1]), LR: lr, GradNorm: norm,
+		Tokens: globalTokens, TokensPerSec: float64(globalTokens) / el.Seconds(), Elapsed: el,
+	}, nil
+}
+
+// makeBatch pads a micro-batch to its longest sequence (not to --seq-len:
+// short examples should not pay for padding). Padding positions carry no
+// target; attention is causal, so they never influence real positions.
+func makeBatch(seqs []data.Sequence, pad int32) *model.Batch {
+	seq := 0
+	for _, s := range seqs {
+		seq = max(seq, len(s.Tokens))
+	}
+	b := &model.Batch{Rows: len(seqs), Seq: seq}
+	n := len(seqs) * seq
+	b.Tokens, b.Targets, b.Positions = make([]int32, n), make([]int32, n), make([]int32, n)
+	for r, s := range seqs {
+		for i := 0; i < seq; i++ {
+			j := r*seq + i
+			b.Positions[j] = int32(i)
+			if i < len(s.Tokens) {
+				b.Tokens[j], b.Targets[j] = s.Tokens[i], s.Labels[i]
+			} else {
+				b.Tokens[j], b.Targets[j] = pad, kernels.IgnoreIndex
+			}
+		}
+	}
+	return b
+}
+
+// ValLoss is the mean loss over the validation split, each rank taking its
+// share and the sums all-reduced.
+func (t *Trainer) ValLoss(ctx context.Context) (float64, error) {
+	if len(t.ds.Val) == 0 {
+		return math.NaN(), nil
+	}
+	lo, hi := data.RankRange(len(t.ds.Val), t.comm.Rank(), t.comm.Size())
+	var sum float64
+	var n int
+	for i := lo; i < hi; i += t.cfg.MicroBatch {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		s, c, err := t.m.Loss(makeBatch(t.ds.Val[i:min(i+t.cfg.MicroBatch, hi)], t.tok.PAD()))
+		if err != nil {
+			return 0, fmt.Errorf("validation loss: %w", err)
+		}
+		sum += s
+		n += c
+	}
+	be := t.m.Backend()
+	if err := be.CopyIn(t.stats, []float32{float32(sum), float32(n)}); err != nil {
+		return 0, err
+	}
+	if err := t.comm.AllReduce(ctx, t.stats, collective.Sum); err != nil {
+		return 0, fmt.Errorf("all-reduce validation loss: %w", err)
+	}
+	r := make([]float32, 2)
+	if err := be.CopyOut(r, t.stats); err != nil {
+		return 0, err
+	}
+	if r[1] == 0 {
+		return math.NaN(), nil
+	}
+	return float64(r[0]) / float64(r[1]), nil
+}
+
+// EvalResult is one evaluation point.
+type EvalResult struct {
+	Step    int
+	ValLoss float64
+	Best    bool
+}
+
+// Result is the outcome of Run.
+type Result struct {
+	Steps        int // optimizer steps completed
+	FinalLoss    float64
+	BestStep     int
+	BestVal      float64
+	StoppedEarly bool
+	TokensPerSec float64 // over the whole run, evaluations excluded
+	Elapsed      time.Duration
+}
+
+// ErrStopped reports that the context was cancelled; the trainer state is
+// that of the last completed step.
+var ErrStopped = errors.New("training stopped")
+
+// Run trains for the configured steps, evaluating every EvalEvery steps.
+// It keeps a host copy of the trainable parameters with the best validation
+// loss and restores it at the end, so what is saved is the best adapter, not
+// the last (the seed's "overfitting small datasets" mistake). onEval and
+// onStep (either may be nil) see every evaluation and step.
+func (t *Trainer) Run(ctx context.Context, onStep func(StepStats), onEval func(EvalResult)) (Result, error) {
+	var res Result
+	res.BestVal = math.Inf(1)
+	var best []float32
+	sinceBest := 0
+	var trainTime time.Duration
+	var trainTokens int
+	start := time.Now()
+	evaluate := func(step int) (stop bool, err error) {
+		vl, err := t.ValLoss(ctx)
+		if err != nil {
+			return false, err
+		}
+		er := EvalResult{Step: step, ValLoss: vl}
+		if vl < res.BestVal {
+			res.BestVal, res.BestStep, er.Best = vl, step, true
+			sinceBest = 0
+			if best == nil {
+				best = make([]float32, t.m.Params.Len())
+			}
+			if err := t.m.Backend().CopyOut(best, t.m.Params); err != nil {
+				return false, err
+			}
+		} else {
+			sinceBest++
+		}
+		if onEval != nil {
+			onEval(er)
+		}
+		return t.cfg.Patience > 0 && sinceBest >= t.cfg.Patience, nil
+	}
+	for step := 1; step <= t.sched.Total; step++ {
+		if ctx.Err() != nil {
+			return res, fmt.Errorf("%w after step %d: %v", ErrStopped, res.Steps, ctx.Err())
+		}
+		st, err := t.Step(ctx, step)
+		if err != nil {
+			return res, err
+		}
+		res.Steps, res.FinalLoss = step, st.Loss
+		trainTime += st.Elapsed
+		trainTokens += st.Tokens
+		st.ETA = time.Duration(float64(trainTime) / float64(step) * float64(t.sched.Total-step))
+		if onStep != nil {
+			onStep(st)
+		}
+		if t.cfg.EvalEvery > 0 && (step%t.cfg.EvalEvery == 0 || step == t.sched.Total) {
+			stop, err := evaluate(step)
+			if err != nil {
+				return res, err
+			}
+			if stop {
+				res.StoppedEarly = true
+				t.log.Info("early stopping: validation loss has not improved",
+					zap.Int("step", step), zap.Int("patience", t.cfg.Patience), zap.Int("best_step", res.BestStep), zap.Float64("best_val_loss", res.BestVal))
+				break
+			}
+		}
+	}
+	if best != nil && res.BestStep != res.Steps {
+		t.log.Info("restoring the parameters with the best validation loss", zap.Int("best_step", res.BestStep), zap.Float64("val_loss", res.BestVal))
+		if err := t.m.Backend().CopyIn(t.m.Params, best); err != nil {
+			return res, err
+		}
+	}
+	res.Elapsed = time.Since(start)
+	if trainTime > 0 {
+		res.TokensPerSec = float64(trainTokens) / trainTime.Seconds()
+	}
+	return res, nil
+}
