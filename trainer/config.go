@@ -62,6 +62,10 @@ type Config struct {
 	AllowOverlap  bool `yaml:"allow_overlap"`
 	SkipInvalid   bool `yaml:"skip_invalid"`
 
+	// CheckEvery compares a checksum of the trainable state across ranks
+	// every N steps (0: never); a mismatch stops training.
+	CheckEvery int `yaml:"check_every"`
+
 	Out string `yaml:"out"`
 }
 
@@ -74,7 +78,7 @@ func DefaultConfig() Config {
 		Steps: 0, Epochs: 1, Batch: 16, MicroBatch: 16, SeqLen: 384,
 		LR: 2e-3, Warmup: 20, WeightDecay: 0.0, GradClip: 1.0, Seed: 1,
 		EvalEvery: 50, Patience: 3, EvalExamples: 200, ValFraction: 0.05, TestFraction: 0.05,
-		Out: "out",
+		CheckEvery: 10, Out: "out",
 	}
 }
 
@@ -142,6 +146,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--eval-examples %d: must not be negative", c.EvalExamples)
 	case c.ValFraction < 0 || c.TestFraction < 0 || c.ValFraction+c.TestFraction >= 1:
 		return fmt.Errorf("--val-fraction %g + --test-fraction %g: each must be ≥ 0 and together < 1", c.ValFraction, c.TestFraction)
+	case c.CheckEvery < 0:
+		return fmt.Errorf("--check-every %d: must not be negative", c.CheckEvery)
 	case c.Out == "":
 		return fmt.Errorf("--out: an output directory is required")
 	}

@@ -249,7 +249,8 @@ func RunJob(ctx context.Context, cfg Config, be kernels.Backend, comm collective
 	onStep := func(st StepStats) {
 		if metrics != nil {
 			metrics.write(map[string]any{"kind": "train", "step": st.Step, "epoch": st.Epoch, "loss": st.Loss, "lr": st.LR,
-				"grad_norm": st.GradNorm, "tokens": st.Tokens, "tokens_per_s": st.TokensPerSec, "step_seconds": st.Elapsed.Seconds()})
+				"grad_norm": st.GradNorm, "tokens": st.Tokens, "tokens_per_s": st.TokensPerSec, "step_seconds": st.Elapsed.Seconds(),
+				"allreduce_seconds": st.AllReduce.Seconds()})
 		}
 		if jio.OnStep != nil {
 			jio.OnStep(st)

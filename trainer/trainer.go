@@ -2,8 +2,10 @@ package trainer
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"time"
 
@@ -37,6 +39,8 @@ type Trainer struct {
 	// stats is a small buffer [loss sum, target count] all-reduced with the
 	// gradients' step for logging.
 	stats kernels.Buffer
+	// check carries rank 0's checksum of the trainable state to every rank.
+	check kernels.Buffer
 }
 
 // StepStats describe one completed optimizer step.
@@ -49,7 +53,9 @@ type StepStats struct {
 	Tokens       int     // global tokens processed (padding excluded)
 	TokensPerSec float64
 	Elapsed      time.Duration
-	ETA          time.Duration
+	// AllReduce is the part of Elapsed spent in the gradient all-reduce.
+	AllReduce time.Duration
+	ETA       time.Duration
 }
 
 // New prepares a trainer: the model must be loaded and its adapters
@@ -72,7 +78,16 @@ func New(cfg Config, m *model.Model, comm collective.Communicator, tok data.Toke
 	if err != nil {
 		return nil, err
 	}
-	return &Trainer{cfg: cfg, log: log, m: m, comm: comm, tok: tok, ds: ds, order: order, sched: sched, stats: stats}, nil
+	check, err := m.Backend().Alloc(checksumWords, kernels.F32)
+	if err != nil {
+		return nil, err
+	}
+	if n := m.Grads.Len(); n != m.TrainableParams() {
+		// Invariant 1: the one buffer that crosses the wire is exactly the
+		// trainable parameters' gradient.
+		return nil, fmt.Errorf("gradient buffer has %d elements, trainable parameters %d", n, m.TrainableParams())
+	}
+	return &Trainer{cfg: cfg, log: log, m: m, comm: comm, tok: tok, ds: ds, order: order, sched: sched, stats: stats, check: check}, nil
 }
 
 // TotalSteps is the number of optimizer steps the job runs (unless it stops early).
@@ -119,9 +134,14 @@ func (t *Trainer) Step(ctx context.Context, step int) (StepStats, error) {
 		targets += n
 	}
 	be := t.m.Backend()
+	if err := be.Sync(); err != nil {
+		return StepStats{}, err
+	}
+	arStart := time.Now()
 	if err := t.comm.AllReduce(ctx, t.m.Grads, collective.Sum); err != nil {
 		return StepStats{}, fmt.Errorf("step %d: all-reduce gradients: %w", step, err)
 	}
+	arTime := time.Since(arStart)
 	if err := be.CopyIn(t.stats, []float32{float32(lossSum), float32(targets)}); err != nil {
 		return StepStats{}, err
 	}
@@ -157,7 +177,7 @@ func (t *Trainer) Step(ctx context.Context, step int) (StepStats, error) {
 	return StepStats{
 		Step: step, Total: t.sched.Total, Epoch: t.order.StepEpoch(step),
 		Loss: float64(reduced[0]) / float64(reduced[1]), LR: lr, GradNorm: norm,
-		Tokens: globalTokens, TokensPerSec: float64(globalTokens) / el.Seconds(), Elapsed: el,
+		Tokens: globalTokens, TokensPerSec: float64(globalTokens) / el.Seconds(), Elapsed: el, AllReduce: arTime,
 	}, nil
 }
 
@@ -296,6 +316,11 @@ func (t *Trainer) Run(ctx context.Context, onStep func(StepStats), onEval func(E
 		if onStep != nil {
 			onStep(st)
 		}
+		if t.comm.Size() > 1 && t.cfg.CheckEvery > 0 && step%t.cfg.CheckEvery == 0 {
+			if err := t.checkReplicas(ctx, step); err != nil {
+				return res, err
+			}
+		}
 		if t.cfg.EvalEvery > 0 && (step%t.cfg.EvalEvery == 0 || step == t.sched.Total) {
 			stop, err := evaluate(step)
 			if err != nil {
@@ -320,4 +345,50 @@ func (t *Trainer) Run(ctx context.Context, onStep func(StepStats), onEval func(E
 		res.TokensPerSec = float64(trainTokens) / trainTime.Seconds()
 	}
 	return res, nil
+}
+
+// checksumWords float32s carry a 64-bit checksum, 16 bits each: every value
+// is an integer below 2^16, exact in float32, so a broadcast moves it intact.
+const checksumWords = 4
+
+// ErrDiverged reports that replicas no longer hold the same trainable state.
+var ErrDiverged = errors.New("replicas diverged")
+
+// checkReplicas compares a checksum of this rank's trainable parameters with
+// rank 0's (DESIGN invariant 3). Every rank applies the same all-reduced
+// gradient with the same optimizer, so the states must be bitwise equal; a
+// difference means silent corruption or a bug, and training stops loudly.
+func (t *Trainer) checkReplicas(ctx context.Context, step int) error {
+	be := t.m.Backend()
+	host := make([]float32, t.m.Params.Len())
+	if err := be.CopyOut(host, t.m.Params); err != nil {
+		return err
+	}
+	h := fnv.New64a()
+	var b [4]byte
+	for _, v := range host {
+		binary.LittleEndian.PutUint32(b[:], math.Float32bits(v))
+		h.Write(b[:])
+	}
+	sum := h.Sum64()
+	mine := make([]float32, checksumWords)
+	for i := range mine {
+		mine[i] = float32((sum >> (16 * i)) & 0xffff)
+	}
+	if err := be.CopyIn(t.check, mine); err != nil {
+		return err
+	}
+	if err := t.comm.Broadcast(ctx, t.check, 0); err != nil {
+		return fmt.Errorf("step %d: broadcast checksum: %w", step, err)
+	}
+	theirs := make([]float32, checksumWords)
+	if err := be.CopyOut(theirs, t.check); err != nil {
+		return err
+	}
+	for i := range mine {
+		if mine[i] != theirs[i] {
+			return fmt.Errorf("%w at step %d: rank %d's trainable state differs from rank 0's (checksum %016x)", ErrDiverged, step, t.comm.Rank(), sum)
+		}
+	}
+	return nil
 }

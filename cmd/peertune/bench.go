@@ -21,7 +21,7 @@ func newBenchCmd(g *globalOptions) *cobra.Command {
 		Long: `Benchmarks print figures measured side by side in one run, so that ratios
 stay meaningful on a shared, noisy machine. Nothing here is asserted by tests.`,
 	}
-	cmd.AddCommand(newBenchGemmCmd(g), newBenchStepCmd(g))
+	cmd.AddCommand(newBenchGemmCmd(g), newBenchStepCmd(g), newBenchAllReduceCmd(g), newBenchWorkerCmd(g), newTCPSinkCmd())
 	return cmd
 }
 

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/peertune/peertune/collective"
+	"github.com/peertune/peertune/node"
 	"github.com/peertune/peertune/trainer"
 	"github.com/peertune/peertune/trainer/model"
 )
@@ -19,6 +20,7 @@ import (
 func newTrainCmd(g *globalOptions) *cobra.Command {
 	cfg := trainer.DefaultConfig()
 	var configFile string
+	var co clusterOptions
 	cmd := &cobra.Command{
 		Use:   "train",
 		Short: "Fine-tune a model (LoRA or full) on instruction data",
@@ -49,7 +51,13 @@ command line override the file.`,
 				cfg = fileCfg
 				cmd.Flags().Visit(func(f *pflag.Flag) { applyFlag(&cfg, &flagCfg, f.Name) })
 			}
-			return runTrain(cmd, g, cfg)
+			if co.nodes > 1 {
+				return runLocalCluster(cmd.Context(), co.nodes, os.Args[1:], cmd.OutOrStdout(), cmd.ErrOrStderr())
+			}
+			if co.nodes < 1 {
+				return fmt.Errorf("--nodes %d: must be at least 1", co.nodes)
+			}
+			return runTrain(cmd, g, cfg, co)
 		},
 	}
 	f := cmd.Flags()
@@ -83,7 +91,19 @@ command line override the file.`,
 	f.BoolVar(&cfg.Truncate, "truncate", cfg.Truncate, "truncate examples longer than --seq-len (counted) instead of refusing them")
 	f.BoolVar(&cfg.AllowOverlap, "allow-overlap", cfg.AllowOverlap, "train even if evaluation examples duplicate training examples")
 	f.BoolVar(&cfg.SkipInvalid, "skip-invalid", cfg.SkipInvalid, "skip malformed JSONL lines (counted in summary.json) instead of failing")
-	f.StringVar(&cfg.Out, "out", cfg.Out, "output directory")
+	f.IntVar(&cfg.CheckEvery, "check-every", cfg.CheckEvery, "compare a checksum of the trainable state across ranks every N steps (0: never)")
+	f.StringVar(&cfg.Out, "out", cfg.Out, "output directory (written by rank 0)")
+
+	f.IntVar(&co.nodes, "nodes", 1, "start N local peer processes on loopback that train together (like torchrun --nproc-per-node)")
+	f.StringVar(&co.join, "join", "", "host:port[,host:port] of peers to join (gossip addresses); multi-node jobs")
+	f.StringVar(&co.bind, "bind", "", "ip:port this node's gossip listens on (joins a cluster when set)")
+	f.StringVar(&co.advertise, "advertise", "", "ip:port peers should dial for gossip (required when --bind is 0.0.0.0)")
+	f.StringVar(&co.collectiveBind, "collective-bind", "", "ip:port of the all-reduce ring listener (default: the --bind ip, any port)")
+	f.StringVar(&co.secretFile, "secret-file", "", "file with the job secret that encrypts gossip and authenticates the ring (or set "+node.SecretEnv+")")
+	f.IntVar(&co.minNodes, "min-nodes", 1, "the fewest nodes a world may have")
+	f.IntVar(&co.worldSize, "world-size", 0, "wait for this many nodes (0: start with those ready), up to --rendezvous-timeout")
+	f.DurationVar(&co.rendezvousTimeout, "rendezvous-timeout", 5*time.Minute, "how long to wait for --world-size nodes before starting with what is there")
+	f.StringVar(&co.nodeName, "node-name", "", "unique node id (default: hostname-pid-random)")
 	return cmd
 }
 
@@ -148,14 +168,22 @@ func applyFlag(dst, src *trainer.Config, name string) {
 		dst.AllowOverlap = src.AllowOverlap
 	case "skip-invalid":
 		dst.SkipInvalid = src.SkipInvalid
+	case "check-every":
+		dst.CheckEvery = src.CheckEvery
 	case "out":
 		dst.Out = src.Out
 	}
 }
 
-func runTrain(cmd *cobra.Command, g *globalOptions, cfg trainer.Config) error {
+func runTrain(cmd *cobra.Command, g *globalOptions, cfg trainer.Config, co clusterOptions) error {
 	if err := cfg.Validate(); err != nil {
 		return err
+	}
+	if co.distributed() {
+		progress := newProgress(os.Stderr, g.log)
+		defer progress.done()
+		return runDistributed(cmd.Context(), g, co, cfg, trainer.JobIO{Stdout: cmd.OutOrStdout(), OnStep: progress.step},
+			func(rank int) bool { return rank == 0 })
 	}
 	be, err := newCPUBackend(g)
 	if err != nil {
