@@ -8,7 +8,7 @@ PYTHON    ?= python3
 # for the slowest package on a 2-core machine.
 TESTFLAGS ?= -timeout 40m
 
-.PHONY: tiny-base all build run test test-short bench golden deps sysdeps pydeps-golden fuzz vet fmt clean
+.PHONY: pydeps tiny-base all build run test test-short bench golden deps sysdeps pydeps-golden fuzz vet fmt clean
 
 all: build
 
@@ -20,6 +20,11 @@ deps:
 # is missing, and otherwise says how (peertune falls back to pure Go).
 sysdeps:
 	@scripts/install-sysdeps.sh
+
+# NCCL and NVRTC from PyPI (nvidia-nccl-cu12, nvidia-cuda-nvrtc-cu12): the CPU-only
+# tests load them (no GPU needed). Never fails: without them those tests skip.
+pydeps:
+	@scripts/install-pydeps.sh
 
 build: deps
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/peertune
@@ -33,7 +38,7 @@ vet:
 fmt:
 	gofmt -l -w $$(git ls-files '*.go')
 
-test: sysdeps deps vet
+test: sysdeps pydeps deps vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test $(TESTFLAGS) ./...
 

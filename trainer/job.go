@@ -3,6 +3,8 @@ package trainer
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -62,6 +64,10 @@ type SummaryEval struct {
 type ModelSource struct {
 	Name   string
 	Config model.Config
+	// Hash identifies the base weights (sha256 of the safetensors file, or
+	// the preset and seed for random initialisation), so that nodes with
+	// different copies of "the same" model never train together.
+	Hash string
 	// Load fills m's base weights.
 	Load func(m *model.Model) error
 }
@@ -77,7 +83,11 @@ func ResolveModel(name, init string, seed uint64) (ModelSource, error) {
 		if err != nil {
 			return ModelSource{}, err
 		}
-		src := ModelSource{Name: name, Config: cfg}
+		sum := sha256.Sum256(weights)
+		src := ModelSource{Name: name, Config: cfg, Hash: hex.EncodeToString(sum[:])}
+		if random {
+			src.Hash = fmt.Sprintf("random:%s:%d", name, seed)
+		}
 		src.Load = func(m *model.Model) error {
 			if random {
 				return m.InitBase(seed)
@@ -94,7 +104,8 @@ func ResolveModel(name, init string, seed uint64) (ModelSource, error) {
 		if !random {
 			return ModelSource{}, fmt.Errorf("--model %s is an architecture preset without weights: pass --init random to train it from scratch, or a directory with config.json and model.safetensors", name)
 		}
-		return ModelSource{Name: name, Config: cfg, Load: func(m *model.Model) error { return m.InitBase(seed) }}, nil
+		return ModelSource{Name: name, Config: cfg, Hash: fmt.Sprintf("random:%s:%d", name, seed),
+			Load: func(m *model.Model) error { return m.InitBase(seed) }}, nil
 	}
 	st, err := os.Stat(name)
 	if err != nil {
@@ -113,12 +124,31 @@ func ResolveModel(name, init string, seed uint64) (ModelSource, error) {
 		return ModelSource{}, err
 	}
 	weights := filepath.Join(dir, "model.safetensors")
-	return ModelSource{Name: name, Config: cfg, Load: func(m *model.Model) error {
+	hash := fmt.Sprintf("random:%s:%d", dir, seed)
+	if !random {
+		if hash, err = fileSHA256(weights); err != nil {
+			return ModelSource{}, fmt.Errorf("--model %s: %w", name, err)
+		}
+	}
+	return ModelSource{Name: name, Config: cfg, Hash: hash, Load: func(m *model.Model) error {
 		if random {
 			return m.InitBase(seed)
 		}
 		return m.LoadBase(weights)
 	}}, nil
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("hash %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // ModelOptions turns the job's method flags into model options.
@@ -157,15 +187,36 @@ func commas(n int) string {
 }
 
 // JobIO is where a job reports: the PEFT line and the before/after table go to
-// Stdout; step progress to OnStep (a progress bar or log lines).
+// Stdout (nil: nowhere); step progress to OnStep (a progress bar or log lines).
 type JobIO struct {
 	Stdout io.Writer
 	OnStep func(StepStats)
 }
 
-// RunJob runs a whole job on one rank: load model and data, evaluate, train,
-// evaluate again, and (on rank 0) write the outputs to cfg.Out.
-func RunJob(ctx context.Context, cfg Config, be kernels.Backend, comm collective.Communicator, log *zap.Logger, jio JobIO) (*Summary, error) {
+// Session is one rank's whole job: the model and data it loaded once, and the
+// trainer whose state outlives any one world. A data-parallel job that loses
+// or gains nodes keeps its Session and gives it the communicator of each new
+// world (SetComm, SyncState); a single process uses RunJob.
+type Session struct {
+	Cfg     Config
+	Src     ModelSource
+	Model   *model.Model
+	Data    *Dataset
+	Trainer *Trainer
+
+	log     *zap.Logger
+	tok     data.Tokenizer
+	be      kernels.Backend
+	comm    collective.Communicator
+	io      JobIO
+	start   time.Time
+	metrics *jsonlWriter
+	res     Result
+}
+
+// NewSession validates the job, loads the model (and initialises the
+// adapters) and the data. Nothing is trained or written yet.
+func NewSession(cfg Config, be kernels.Backend, log *zap.Logger, jio JobIO) (*Session, error) {
 	start := time.Now()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -195,98 +246,196 @@ func RunJob(ctx context.Context, cfg Config, be kernels.Backend, comm collective
 	if err != nil {
 		return nil, err
 	}
-	defer m.Free()
 	if err := src.Load(m); err != nil {
+		m.Free()
 		return nil, fmt.Errorf("load model %s: %w", src.Name, err)
 	}
 	if opts.Method == model.MethodLoRA {
 		if err := m.InitLoRA(cfg.Seed); err != nil {
+			m.Free()
 			return nil, err
 		}
+	}
+	single := &collective.Single{}
+	tr, err := New(cfg, m, single, tok, ds, log)
+	if err != nil {
+		m.Free()
+		return nil, err
 	}
 	if jio.Stdout == nil {
 		jio.Stdout = io.Discard
 	}
-	fmt.Fprintln(jio.Stdout, ParamLine(m.TrainableParams(), m.AllParams()))
-	tr, err := New(cfg, m, comm, tok, ds, log)
-	if err != nil {
-		return nil, err
+	return &Session{Cfg: cfg, Src: src, Model: m, Data: ds, Trainer: tr, log: log, tok: tok, be: be, comm: single, io: jio, start: start}, nil
+}
+
+// Close frees the model and closes the metrics file.
+func (s *Session) Close() {
+	if s.metrics != nil {
+		s.metrics.Close()
 	}
-	lead := comm.Rank() == 0
-	var metrics *jsonlWriter
-	if lead {
-		if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
-			return nil, fmt.Errorf("--out: %w", err)
-		}
-		if metrics, err = newJSONLWriter(filepath.Join(cfg.Out, "metrics.jsonl")); err != nil {
-			return nil, err
-		}
-		defer metrics.Close()
+	s.Model.Free()
+}
+
+// SetComm gives the session the communicator of a (new) world.
+func (s *Session) SetComm(c collective.Communicator) {
+	s.comm = c
+	s.Trainer.SetComm(c)
+}
+
+// SetStdout redirects the PEFT line and the final table (nil: nowhere).
+func (s *Session) SetStdout(w io.Writer) {
+	if w == nil {
+		w = io.Discard
 	}
-	sum := &Summary{Model: src.Name, Method: cfg.Method, PlannedSteps: tr.TotalSteps(), TrainableParams: m.TrainableParams(),
-		AllParams: m.AllParams(), WorldSize: comm.Size(), Backend: be.Name(), Examples: ds.Examples,
-		SkippedLines: ds.Read.Skipped, Truncated: ds.Encoded.Truncated}
-	scored := ds.Scored && cfg.EvalExamples > 0 && len(ds.Test) > 0
-	testSet := ds.Test[:min(len(ds.Test), cfg.EvalExamples)]
-	evalAll := func(when string) (vl float64, sc TaskScore, err error) {
-		t0 := time.Now()
-		if vl, err = tr.ValLoss(ctx); err != nil {
+	s.io.Stdout = w
+}
+
+// Lead reports whether this rank writes the outputs: rank 0 of the current world.
+func (s *Session) Lead() bool { return s.comm.Rank() == 0 }
+
+// PrintParams prints PEFT's trainable-parameters line.
+func (s *Session) PrintParams() {
+	fmt.Fprintln(s.io.Stdout, ParamLine(s.Model.TrainableParams(), s.Model.AllParams()))
+}
+
+// scored reports whether held-out examples are scored by generation.
+func (s *Session) scored() bool {
+	return s.Data.Scored && s.Cfg.EvalExamples > 0 && len(s.Data.Test) > 0
+}
+
+// evalAll computes the validation loss (all ranks) and the held-out scores.
+func (s *Session) evalAll(ctx context.Context, when string) (vl float64, sc TaskScore, err error) {
+	t0 := time.Now()
+	if vl, err = s.Trainer.ValLoss(ctx); err != nil {
+		return 0, sc, err
+	}
+	if s.scored() {
+		test := s.Data.Test[:min(len(s.Data.Test), s.Cfg.EvalExamples)]
+		if sc, err = ScoreExamples(s.Model, s.tok, test, s.Cfg.SeqLen); err != nil {
 			return 0, sc, err
 		}
-		if scored {
-			if sc, err = ScoreExamples(m, tok, testSet, cfg.SeqLen); err != nil {
-				return 0, sc, err
-			}
-		}
-		log.Info("evaluation "+when, zap.Float64("val_loss", vl), zap.Float64("exact_match", sc.ExactMatch),
-			zap.Float64("format_accuracy", sc.FormatAccuracy), zap.Int("scored", sc.N), zap.Duration("took", time.Since(t0)))
-		return vl, sc, nil
 	}
-	vlBefore, scBefore, err := evalAll("before training")
+	s.log.Info("evaluation "+when, zap.Float64("val_loss", vl), zap.Float64("exact_match", sc.ExactMatch),
+		zap.Float64("format_accuracy", sc.FormatAccuracy), zap.Int("scored", sc.N), zap.Duration("took", time.Since(t0)))
+	return vl, sc, nil
+}
+
+// Baseline evaluates the model before training, once per job (a joining
+// node receives the figures with the state instead).
+func (s *Session) Baseline(ctx context.Context) error {
+	st := s.Trainer.State()
+	if st.Baseline.Done || st.Step > 0 {
+		return nil
+	}
+	vl, sc, err := s.evalAll(ctx, "before training")
+	if err != nil {
+		return err
+	}
+	st.Baseline = Baseline{Done: true, ValLoss: vl, ExactMatch: sc.ExactMatch, FormatAcc: sc.FormatAccuracy, Scored: sc.N}
+	s.Trainer.SetState(st, s.Trainer.Best())
+	return nil
+}
+
+// metricsFile opens metrics.jsonl when this rank leads: truncated at the
+// start of a fresh job, appended to when a new world continues one.
+func (s *Session) metricsFile() *jsonlWriter {
+	if !s.Lead() {
+		return nil
+	}
+	if s.metrics == nil {
+		if err := os.MkdirAll(s.Cfg.Out, 0o755); err != nil {
+			s.log.Warn("cannot write metrics", zap.Error(err))
+			return nil
+		}
+		fresh := s.Trainer.State().Step == 0
+		w, err := openJSONL(filepath.Join(s.Cfg.Out, "metrics.jsonl"), fresh)
+		if err != nil {
+			s.log.Warn("cannot write metrics", zap.Error(err))
+			return nil
+		}
+		s.metrics = w
+	}
+	return s.metrics
+}
+
+// Metric appends one object to metrics.jsonl when this rank leads.
+func (s *Session) Metric(v map[string]any) {
+	if w := s.metricsFile(); w != nil {
+		w.write(v)
+	}
+}
+
+// Train runs (or continues) training in the current world. Errors from the
+// communicator leave the state at the last completed step, ready for
+// SyncState in a new world.
+func (s *Session) Train(ctx context.Context, h Hooks) error {
+	if s.Lead() {
+		if err := os.MkdirAll(s.Cfg.Out, 0o755); err != nil {
+			return fmt.Errorf("--out: %w", err)
+		}
+	}
+	onStep, onEval := h.OnStep, h.OnEval
+	h.OnStep = func(st StepStats) {
+		s.Metric(map[string]any{"kind": "train", "step": st.Step, "epoch": st.Epoch, "loss": st.Loss, "lr": st.LR,
+			"grad_norm": st.GradNorm, "tokens": st.Tokens, "tokens_per_s": st.TokensPerSec, "step_seconds": st.Elapsed.Seconds(),
+			"allreduce_seconds": st.AllReduce.Seconds(), "world_size": s.comm.Size()})
+		if onStep != nil {
+			onStep(st)
+		}
+		if s.io.OnStep != nil {
+			s.io.OnStep(st)
+		}
+	}
+	h.OnEval = func(er EvalResult) {
+		s.Metric(map[string]any{"kind": "eval", "step": er.Step, "val_loss": er.ValLoss, "best": er.Best})
+		s.log.Info("validation", zap.Int("step", er.Step), zap.Float64("val_loss", er.ValLoss), zap.Bool("best", er.Best))
+		if onEval != nil {
+			onEval(er)
+		}
+	}
+	res, err := s.Trainer.Run(ctx, h)
+	if res.TokensPerSec > 0 {
+		s.res.TokensPerSec = res.TokensPerSec
+	}
+	s.res.Steps, s.res.FinalLoss, s.res.BestStep, s.res.BestVal, s.res.StoppedEarly = res.Steps, res.FinalLoss, res.BestStep, res.BestVal, res.StoppedEarly
+	return err
+}
+
+// Finish evaluates the trained model and, on the leading rank, writes the
+// adapter (or full weights), summary.json and the before/after table.
+func (s *Session) Finish(ctx context.Context) (*Summary, error) {
+	vl, sc, err := s.evalAll(ctx, "after training")
 	if err != nil {
 		return nil, err
 	}
-	onStep := func(st StepStats) {
-		if metrics != nil {
-			metrics.write(map[string]any{"kind": "train", "step": st.Step, "epoch": st.Epoch, "loss": st.Loss, "lr": st.LR,
-				"grad_norm": st.GradNorm, "tokens": st.Tokens, "tokens_per_s": st.TokensPerSec, "step_seconds": st.Elapsed.Seconds(),
-				"allreduce_seconds": st.AllReduce.Seconds()})
-		}
-		if jio.OnStep != nil {
-			jio.OnStep(st)
-		}
+	st := s.Trainer.State()
+	cfg := s.Cfg
+	sum := &Summary{Model: s.Src.Name, Method: cfg.Method, PlannedSteps: s.Trainer.TotalSteps(), TrainableParams: s.Model.TrainableParams(),
+		AllParams: s.Model.AllParams(), WorldSize: s.comm.Size(), Backend: s.be.Name(), Examples: s.Data.Examples,
+		SkippedLines: s.Data.Read.Skipped, Truncated: s.Data.Encoded.Truncated,
+		Steps: st.Step, StoppedEarly: st.Stopped, FinalLoss: st.FinalLoss, TokensPerSec: s.res.TokensPerSec}
+	if st.BestStep > 0 {
+		sum.BestStep = st.BestStep
 	}
-	onEval := func(er EvalResult) {
-		if metrics != nil {
-			metrics.write(map[string]any{"kind": "eval", "step": er.Step, "val_loss": er.ValLoss, "best": er.Best})
-		}
-		log.Info("validation", zap.Int("step", er.Step), zap.Float64("val_loss", er.ValLoss), zap.Bool("best", er.Best))
-	}
-	res, err := tr.Run(ctx, onStep, onEval)
-	if err != nil {
-		return nil, err
-	}
-	vlAfter, scAfter, err := evalAll("after training")
-	if err != nil {
-		return nil, err
-	}
-	sum.Steps, sum.StoppedEarly, sum.FinalLoss, sum.TokensPerSec = res.Steps, res.StoppedEarly, res.FinalLoss, res.TokensPerSec
-	sum.BestStep = res.BestStep
-	sum.Eval = SummaryEval{ValLossBefore: num(vlBefore), ValLossAfter: num(vlAfter)}
+	sum.Eval = SummaryEval{ValLossBefore: num(st.Baseline.ValLoss), ValLossAfter: num(vl)}
+	scored := s.scored()
 	if scored {
-		sum.Eval.ExactMatchBefore, sum.Eval.ExactMatchAfter = num(scBefore.ExactMatch), num(scAfter.ExactMatch)
-		sum.Eval.FormatAccuracyBefore, sum.Eval.FormatAccuracyAfter = num(scBefore.FormatAccuracy), num(scAfter.FormatAccuracy)
-		sum.Eval.Examples = scAfter.N
+		sum.Eval.ExactMatchBefore, sum.Eval.ExactMatchAfter = num(st.Baseline.ExactMatch), num(sc.ExactMatch)
+		sum.Eval.FormatAccuracyBefore, sum.Eval.FormatAccuracyAfter = num(st.Baseline.FormatAcc), num(sc.FormatAccuracy)
+		sum.Eval.Examples = sc.N
 	}
-	sum.Seconds = time.Since(start).Seconds()
-	if !lead {
+	sum.Seconds = time.Since(s.start).Seconds()
+	if !s.Lead() {
 		return sum, nil
 	}
-	if opts.Method == model.MethodLoRA {
-		err = m.SaveAdapter(cfg.Out, src.Name)
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("--out: %w", err)
+	}
+	if s.Model.Opts.Method == model.MethodLoRA {
+		err = s.Model.SaveAdapter(cfg.Out, s.Src.Name)
 		sum.Output = "adapter_model.safetensors"
 	} else {
-		err = m.SaveBase(cfg.Out)
+		err = s.Model.SaveBase(cfg.Out)
 		sum.Output = "model.safetensors"
 	}
 	if err != nil {
@@ -299,8 +448,31 @@ func RunJob(ctx context.Context, cfg Config, be kernels.Backend, comm collective
 	if err := atomicfile.WriteFile(filepath.Join(cfg.Out, "summary.json"), append(raw, '\n'), 0o644); err != nil {
 		return nil, err
 	}
-	printEvalTable(jio.Stdout, sum, scored)
+	printEvalTable(s.io.Stdout, sum, scored)
 	return sum, nil
+}
+
+// RunJob runs a whole job on one rank that stays in one world: load model and
+// data, evaluate, train, evaluate again, and (on rank 0) write the outputs to
+// cfg.Out.
+func RunJob(ctx context.Context, cfg Config, be kernels.Backend, comm collective.Communicator, log *zap.Logger, jio JobIO) (*Summary, error) {
+	s, err := NewSession(cfg, be, log, jio)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	s.SetComm(comm)
+	if !s.Lead() {
+		s.io.Stdout = io.Discard
+	}
+	s.PrintParams()
+	if err := s.Baseline(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.Train(ctx, Hooks{}); err != nil {
+		return nil, err
+	}
+	return s.Finish(ctx)
 }
 
 // num turns NaN (no data) into null.
@@ -335,8 +507,12 @@ func printEvalTable(w io.Writer, s *Summary, scored bool) {
 // crash loses at most the line being written.
 type jsonlWriter struct{ f *os.File }
 
-func newJSONLWriter(path string) (*jsonlWriter, error) {
-	f, err := os.Create(path)
+func openJSONL(path string, truncate bool) (*jsonlWriter, error) {
+	flags := os.O_CREATE | os.O_WRONLY | os.O_APPEND
+	if truncate {
+		flags |= os.O_TRUNC
+	}
+	f, err := os.OpenFile(path, flags, 0o644)
 	if err != nil {
 		return nil, err
 	}

@@ -36,12 +36,60 @@ type Trainer struct {
 	ds    *Dataset
 	order *data.Order
 	sched Schedule
-	// stats is a small buffer [loss sum, target count] all-reduced with the
-	// gradients' step for logging.
+	// stats is a small buffer [loss sum, target count, rebuild votes]
+	// all-reduced after the gradients of every step.
 	stats kernels.Buffer
 	// check carries rank 0's checksum of the trainable state to every rank.
 	check kernels.Buffer
+
+	// state is the progress beyond the model's buffers; best is the host
+	// copy of the trainable parameters at the best validation loss.
+	state RunState
+	best  []float32
 }
+
+// RunState is the trainer's progress beyond the model buffers: everything a
+// new world, a joining node or a checkpoint needs to continue exactly. The
+// data position needs nothing more than Step: the global sample order is a
+// pure function of (seed, step) (DESIGN invariant 2), and so are the
+// dropout masks.
+type RunState struct {
+	Step      int     // last completed optimizer step
+	FinalLoss float64 // loss of that step
+	BestVal   float64 // +Inf before the first evaluation
+	BestStep  int
+	SinceBest int  // evaluations since the best one
+	Stopped   bool // early stopping fired
+	// Baseline is the evaluation before training, kept so that whichever
+	// rank ends up writing summary.json can report "before" figures.
+	Baseline Baseline
+}
+
+// Baseline holds the held-out figures of the model before training.
+type Baseline struct {
+	Done                  bool
+	ValLoss               float64
+	ExactMatch, FormatAcc float64
+	Scored                int
+}
+
+// Hooks let the caller watch and steer Run. Every field may be nil.
+type Hooks struct {
+	OnStep func(StepStats)
+	OnEval func(EvalResult)
+	// OnContribute is called before each gradient all-reduce with the IDs
+	// of the samples this rank computed for the step (an attempt: if the
+	// all-reduce fails, the same step is attempted again in a new world).
+	OnContribute func(step int, ids []string)
+	// WantRebuild is asked once per step. When it is true on any rank, all
+	// ranks finish that step together and Run returns ErrRebuild, so that a
+	// joining node is admitted at a step boundary.
+	WantRebuild func() bool
+}
+
+// ErrRebuild reports that the ranks agreed to form a new world after the
+// step they just completed (a node wants to join).
+var ErrRebuild = errors.New("membership changed: forming a new world")
 
 // StepStats describe one completed optimizer step.
 type StepStats struct {
@@ -74,7 +122,7 @@ func New(cfg Config, m *model.Model, comm collective.Communicator, tok data.Toke
 	if err != nil {
 		return nil, err
 	}
-	stats, err := m.Backend().Alloc(2, kernels.F32)
+	stats, err := m.Backend().Alloc(3, kernels.F32)
 	if err != nil {
 		return nil, err
 	}
@@ -87,8 +135,21 @@ func New(cfg Config, m *model.Model, comm collective.Communicator, tok data.Toke
 		// trainable parameters' gradient.
 		return nil, fmt.Errorf("gradient buffer has %d elements, trainable parameters %d", n, m.TrainableParams())
 	}
-	return &Trainer{cfg: cfg, log: log, m: m, comm: comm, tok: tok, ds: ds, order: order, sched: sched, stats: stats, check: check}, nil
+	return &Trainer{cfg: cfg, log: log, m: m, comm: comm, tok: tok, ds: ds, order: order, sched: sched, stats: stats, check: check,
+		state: RunState{BestVal: math.Inf(1)}}, nil
 }
+
+// SetComm switches to the communicator of a new world.
+func (t *Trainer) SetComm(c collective.Communicator) { t.comm = c }
+
+// State is the trainer's progress.
+func (t *Trainer) State() RunState { return t.state }
+
+// SetState replaces the trainer's progress (resuming from a checkpoint).
+func (t *Trainer) SetState(st RunState, best []float32) { t.state, t.best = st, best }
+
+// Best is the host copy of the best parameters (nil before the first evaluation).
+func (t *Trainer) Best() []float32 { return t.best }
 
 // TotalSteps is the number of optimizer steps the job runs (unless it stops early).
 func (t *Trainer) TotalSteps() int { return t.sched.Total }
@@ -99,6 +160,12 @@ func (t *Trainer) TotalSteps() int { return t.sched.Total }
 // target count), so the summed gradient is the mean over the whole step,
 // whatever the world size and micro-batch size.
 func (t *Trainer) Step(ctx context.Context, step int) (StepStats, error) {
+	st, _, err := t.step(ctx, step, Hooks{})
+	return st, err
+}
+
+// step is Step with hooks; rebuild reports that some rank asked for a new world.
+func (t *Trainer) step(ctx context.Context, step int, h Hooks) (_ StepStats, rebuild bool, _ error) {
 	start := time.Now()
 	samples := t.order.Step(step - 1)
 	seqs := make([]data.Sequence, len(samples))
@@ -109,17 +176,17 @@ func (t *Trainer) Step(ctx context.Context, step int) (StepStats, error) {
 		globalTokens += len(seqs[i].Tokens)
 	}
 	if globalTargets == 0 {
-		return StepStats{}, fmt.Errorf("step %d: the global batch has no target tokens", step)
+		return StepStats{}, false, fmt.Errorf("step %d: the global batch has no target tokens", step)
 	}
 	lo, hi := data.RankRange(len(seqs), t.comm.Rank(), t.comm.Size())
 	if err := t.m.ZeroGrads(); err != nil {
-		return StepStats{}, err
+		return StepStats{}, false, err
 	}
 	var lossSum float64
 	var targets int
 	for mb := lo; mb < hi; mb += t.cfg.MicroBatch {
 		if err := ctx.Err(); err != nil {
-			return StepStats{}, err
+			return StepStats{}, false, err
 		}
 		end := min(mb+t.cfg.MicroBatch, hi)
 		b := makeBatch(seqs[mb:end], t.tok.PAD())
@@ -128,37 +195,51 @@ func (t *Trainer) Step(ctx context.Context, step int) (StepStats, error) {
 		seed := t.cfg.Seed*0x9e3779b97f4a7c15 ^ uint64(step)<<20 ^ uint64(mb)
 		s, n, err := t.m.ForwardBackward(b, 1/float32(globalTargets), seed)
 		if err != nil {
-			return StepStats{}, fmt.Errorf("step %d: %w", step, err)
+			return StepStats{}, false, fmt.Errorf("step %d: %w", step, err)
 		}
 		lossSum += s
 		targets += n
 	}
+	if h.OnContribute != nil {
+		ids := make([]string, 0, hi-lo)
+		for _, s := range seqs[lo:hi] {
+			ids = append(ids, s.ID)
+		}
+		h.OnContribute(step, ids)
+	}
+	vote := float32(0)
+	if h.WantRebuild != nil && h.WantRebuild() {
+		vote = 1
+	}
 	be := t.m.Backend()
 	if err := be.Sync(); err != nil {
-		return StepStats{}, err
+		return StepStats{}, false, err
 	}
 	arStart := time.Now()
 	if err := t.comm.AllReduce(ctx, t.m.Grads, collective.Sum); err != nil {
-		return StepStats{}, fmt.Errorf("step %d: all-reduce gradients: %w", step, err)
+		return StepStats{}, false, fmt.Errorf("step %d: all-reduce gradients: %w", step, err)
 	}
 	arTime := time.Since(arStart)
-	if err := be.CopyIn(t.stats, []float32{float32(lossSum), float32(targets)}); err != nil {
-		return StepStats{}, err
+	if err := be.CopyIn(t.stats, []float32{float32(lossSum), float32(targets), vote}); err != nil {
+		return StepStats{}, false, err
 	}
 	if err := t.comm.AllReduce(ctx, t.stats, collective.Sum); err != nil {
-		return StepStats{}, fmt.Errorf("step %d: all-reduce loss: %w", step, err)
+		return StepStats{}, false, fmt.Errorf("step %d: all-reduce loss: %w", step, err)
 	}
-	reduced := make([]float32, 2)
+	// Only once the stats are reduced is the update applied: every rank
+	// has then sent its whole gradient, so a rank that fails here keeps the
+	// previous state and the new world adopts the most advanced one.
+	reduced := make([]float32, 3)
 	if err := be.CopyOut(reduced, t.stats); err != nil {
-		return StepStats{}, err
+		return StepStats{}, false, err
 	}
 	ss, err := t.m.GradSumSquares()
 	if err != nil {
-		return StepStats{}, err
+		return StepStats{}, false, err
 	}
 	norm := math.Sqrt(ss)
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {
-		return StepStats{}, fmt.Errorf("step %d: gradient norm is %v (loss %g): training diverged; lower --lr", step, norm, reduced[0]/reduced[1])
+		return StepStats{}, false, fmt.Errorf("step %d: gradient norm is %v (loss %g): training diverged; lower --lr", step, norm, reduced[0]/reduced[1])
 	}
 	clip := 1.0
 	if t.cfg.GradClip > 0 && norm > t.cfg.GradClip {
@@ -168,17 +249,17 @@ func (t *Trainer) Step(ctx context.Context, step int) (StepStats, error) {
 	err = t.m.Update(kernels.AdamWParams{LR: float32(lr), Beta1: adamBeta1, Beta2: adamBeta2, Eps: adamEps,
 		WeightDecay: float32(t.cfg.WeightDecay), Step: step, GradScale: float32(clip)})
 	if err != nil {
-		return StepStats{}, err
+		return StepStats{}, false, err
 	}
 	if err := be.Sync(); err != nil {
-		return StepStats{}, err
+		return StepStats{}, false, err
 	}
 	el := time.Since(start)
 	return StepStats{
 		Step: step, Total: t.sched.Total, Epoch: t.order.StepEpoch(step),
 		Loss: float64(reduced[0]) / float64(reduced[1]), LR: lr, GradNorm: norm,
 		Tokens: globalTokens, TokensPerSec: float64(globalTokens) / el.Seconds(), Elapsed: el, AllReduce: arTime,
-	}, nil
+	}, reduced[2] > 0, nil
 }
 
 // makeBatch pads a micro-batch to its longest sequence (not to --seq-len:
@@ -227,13 +308,13 @@ func (t *Trainer) ValLoss(ctx context.Context) (float64, error) {
 		n += c
 	}
 	be := t.m.Backend()
-	if err := be.CopyIn(t.stats, []float32{float32(sum), float32(n)}); err != nil {
+	if err := be.CopyIn(t.stats, []float32{float32(sum), float32(n), 0}); err != nil {
 		return 0, err
 	}
 	if err := t.comm.AllReduce(ctx, t.stats, collective.Sum); err != nil {
 		return 0, fmt.Errorf("all-reduce validation loss: %w", err)
 	}
-	r := make([]float32, 2)
+	r := make([]float32, 3)
 	if err := be.CopyOut(r, t.stats); err != nil {
 		return 0, err
 	}
@@ -257,94 +338,98 @@ type Result struct {
 	BestStep     int
 	BestVal      float64
 	StoppedEarly bool
-	TokensPerSec float64 // over the whole run, evaluations excluded
-	Elapsed      time.Duration
+	TokensPerSec float64 // this process's steps, evaluations excluded
 }
 
 // ErrStopped reports that the context was cancelled; the trainer state is
 // that of the last completed step.
 var ErrStopped = errors.New("training stopped")
 
-// Run trains for the configured steps, evaluating every EvalEvery steps.
-// It keeps a host copy of the trainable parameters with the best validation
-// loss and restores it at the end, so what is saved is the best adapter, not
-// the last (the seed's "overfitting small datasets" mistake). onEval and
-// onStep (either may be nil) see every evaluation and step.
-func (t *Trainer) Run(ctx context.Context, onStep func(StepStats), onEval func(EvalResult)) (Result, error) {
-	var res Result
-	res.BestVal = math.Inf(1)
-	var best []float32
-	sinceBest := 0
+// Run trains from the step after the last completed one to the last step,
+// evaluating every EvalEvery steps. It keeps a host copy of the trainable
+// parameters with the best validation loss and restores it when training
+// ends, so what is saved is the best adapter, not the last (the seed's
+// "overfitting small datasets" mistake). On a communication error it returns
+// with the state of the last completed step, ready to go on in a new world.
+func (t *Trainer) Run(ctx context.Context, h Hooks) (Result, error) {
 	var trainTime time.Duration
-	var trainTokens int
-	start := time.Now()
-	evaluate := func(step int) (stop bool, err error) {
-		vl, err := t.ValLoss(ctx)
-		if err != nil {
-			return false, err
+	var trainTokens, stepsHere int
+	result := func() Result {
+		r := Result{Steps: t.state.Step, FinalLoss: t.state.FinalLoss, BestStep: t.state.BestStep, BestVal: t.state.BestVal, StoppedEarly: t.state.Stopped}
+		if trainTime > 0 {
+			r.TokensPerSec = float64(trainTokens) / trainTime.Seconds()
 		}
-		er := EvalResult{Step: step, ValLoss: vl}
-		if vl < res.BestVal {
-			res.BestVal, res.BestStep, er.Best = vl, step, true
-			sinceBest = 0
-			if best == nil {
-				best = make([]float32, t.m.Params.Len())
-			}
-			if err := t.m.Backend().CopyOut(best, t.m.Params); err != nil {
-				return false, err
-			}
-		} else {
-			sinceBest++
-		}
-		if onEval != nil {
-			onEval(er)
-		}
-		return t.cfg.Patience > 0 && sinceBest >= t.cfg.Patience, nil
+		return r
 	}
-	for step := 1; step <= t.sched.Total; step++ {
+	for !t.state.Stopped && t.state.Step < t.sched.Total {
 		if ctx.Err() != nil {
-			return res, fmt.Errorf("%w after step %d: %v", ErrStopped, res.Steps, ctx.Err())
+			return result(), fmt.Errorf("%w after step %d: %v", ErrStopped, t.state.Step, ctx.Err())
 		}
-		st, err := t.Step(ctx, step)
+		step := t.state.Step + 1
+		st, rebuild, err := t.step(ctx, step, h)
 		if err != nil {
-			return res, err
+			return result(), err
 		}
-		res.Steps, res.FinalLoss = step, st.Loss
+		t.state.Step, t.state.FinalLoss = step, st.Loss
 		trainTime += st.Elapsed
 		trainTokens += st.Tokens
-		st.ETA = time.Duration(float64(trainTime) / float64(step) * float64(t.sched.Total-step))
-		if onStep != nil {
-			onStep(st)
+		stepsHere++
+		st.ETA = trainTime / time.Duration(stepsHere) * time.Duration(t.sched.Total-step)
+		if h.OnStep != nil {
+			h.OnStep(st)
 		}
 		if t.comm.Size() > 1 && t.cfg.CheckEvery > 0 && step%t.cfg.CheckEvery == 0 {
 			if err := t.checkReplicas(ctx, step); err != nil {
-				return res, err
+				return result(), err
 			}
 		}
 		if t.cfg.EvalEvery > 0 && (step%t.cfg.EvalEvery == 0 || step == t.sched.Total) {
-			stop, err := evaluate(step)
-			if err != nil {
-				return res, err
-			}
-			if stop {
-				res.StoppedEarly = true
-				t.log.Info("early stopping: validation loss has not improved",
-					zap.Int("step", step), zap.Int("patience", t.cfg.Patience), zap.Int("best_step", res.BestStep), zap.Float64("best_val_loss", res.BestVal))
-				break
+			if err := t.evaluate(ctx, step, h.OnEval); err != nil {
+				return result(), err
 			}
 		}
-	}
-	if best != nil && res.BestStep != res.Steps {
-		t.log.Info("restoring the parameters with the best validation loss", zap.Int("best_step", res.BestStep), zap.Float64("val_loss", res.BestVal))
-		if err := t.m.Backend().CopyIn(t.m.Params, best); err != nil {
-			return res, err
+		if rebuild && !t.state.Stopped && t.state.Step < t.sched.Total {
+			return result(), ErrRebuild
 		}
 	}
-	res.Elapsed = time.Since(start)
-	if trainTime > 0 {
-		res.TokensPerSec = float64(trainTokens) / trainTime.Seconds()
+	if t.best != nil && t.state.BestStep != t.state.Step {
+		t.log.Info("restoring the parameters with the best validation loss", zap.Int("best_step", t.state.BestStep), zap.Float64("val_loss", t.state.BestVal))
+		if err := t.m.Backend().CopyIn(t.m.Params, t.best); err != nil {
+			return result(), err
+		}
 	}
-	return res, nil
+	return result(), nil
+}
+
+// evaluate computes the validation loss, keeps the best parameters and
+// decides early stopping.
+func (t *Trainer) evaluate(ctx context.Context, step int, onEval func(EvalResult)) error {
+	vl, err := t.ValLoss(ctx)
+	if err != nil {
+		return err
+	}
+	er := EvalResult{Step: step, ValLoss: vl}
+	if vl < t.state.BestVal {
+		t.state.BestVal, t.state.BestStep, er.Best = vl, step, true
+		t.state.SinceBest = 0
+		if t.best == nil {
+			t.best = make([]float32, t.m.Params.Len())
+		}
+		if err := t.m.Backend().CopyOut(t.best, t.m.Params); err != nil {
+			return err
+		}
+	} else {
+		t.state.SinceBest++
+	}
+	if onEval != nil {
+		onEval(er)
+	}
+	if t.cfg.Patience > 0 && t.state.SinceBest >= t.cfg.Patience {
+		t.state.Stopped = true
+		t.log.Info("early stopping: validation loss has not improved",
+			zap.Int("step", step), zap.Int("patience", t.cfg.Patience), zap.Int("best_step", t.state.BestStep), zap.Float64("best_val_loss", t.state.BestVal))
+	}
+	return nil
 }
 
 // checksumWords float32s carry a 64-bit checksum, 16 bits each: every value

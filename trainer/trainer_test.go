@@ -153,10 +153,10 @@ func TestEarlyStoppingAndBestRestore(t *testing.T) {
 	tr := newTestTrainer(t, cfg)
 	var evals []EvalResult
 	var snapshots [][]float32
-	res, err := tr.Run(context.Background(), nil, func(er EvalResult) {
+	res, err := tr.Run(context.Background(), Hooks{OnEval: func(er EvalResult) {
 		evals = append(evals, er)
 		snapshots = append(snapshots, params(t, tr))
-	})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,11 +3,15 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -31,15 +35,21 @@ type clusterOptions struct {
 	worldSize         int
 	rendezvousTimeout time.Duration
 	nodeName          string // --node-name (unique per process)
+	allowMinority     bool   // --allow-minority: the operator overrides the majority rule
+	ledger            string // --ledger DIR: record the samples each rank computed per step (tests)
 }
 
 func (o *clusterOptions) distributed() bool { return o.join != "" || o.bind != "" }
 
-// jobHash identifies what must agree across nodes: every training setting,
-// but not where rank 0 writes its outputs.
-func jobHash(cfg trainer.Config) string {
+// jobHash identifies what must agree across nodes: every training setting
+// (but not where rank 0 writes its outputs) and the base model's weights, so
+// that a node whose copy of the model differs is refused.
+func jobHash(cfg trainer.Config, src trainer.ModelSource) string {
 	cfg.Out = ""
-	raw, _ := json.Marshal(cfg) // plain fields: cannot fail
+	raw, _ := json.Marshal(struct {
+		Config trainer.Config
+		Model  string
+	}{cfg, src.Hash})
 	return node.HashJobConfig(raw)
 }
 
@@ -56,14 +66,31 @@ func splitHostPort(flag, s string) (string, int, error) {
 	return host, port, nil
 }
 
-// runDistributed joins the cluster, agrees on a world by rendezvous, connects
-// the ring of that world and trains as its rank. Rank 0 writes the outputs.
+// runDistributed joins the cluster and trains as one rank of a world that
+// may change: when a peer dies (the ring fails) or a node joins (the ranks
+// vote at a step boundary), the survivors form a new world by rendezvous,
+// agree on the most advanced state (SyncState) and go on from memory; at most
+// the step in flight is lost. Rank 0 of the last world writes the outputs.
 func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cfg trainer.Config, jio trainer.JobIO, stdoutRank0 func(rank int) bool) error {
 	log := g.log
 	secret, err := node.ReadSecret(co.secretFile, os.Getenv)
 	if err != nil {
 		return err
 	}
+	// Load the model and data first: a node that joins a running job brings
+	// its own copy of the base model, verified by the job hash below.
+	be, err := newCPUBackend(g)
+	if err != nil {
+		return err
+	}
+	stdout := jio.Stdout
+	jio.Stdout = nil
+	sess, err := trainer.NewSession(cfg, be, log, jio)
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+
 	ncfg := node.DefaultConfig()
 	if co.nodeName != "" {
 		ncfg.Name = co.nodeName
@@ -83,8 +110,8 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 	if ip := net.ParseIP(advHost); ip != nil && ip.IsUnspecified() || advHost == "" {
 		return fmt.Errorf("--bind %s listens on every interface: pass --advertise ip:port with the address peers should dial", co.bind)
 	}
-	// The ring listens before anyone can learn its address, on the port the
-	// kernel picks unless --collective-bind says otherwise.
+	// The ring listens on one port for the whole job (it is gossiped in the
+	// metadata); every world re-listens on it.
 	ringBind := net.JoinHostPort(bindHost, "0")
 	if co.collectiveBind != "" {
 		ringBind = co.collectiveBind
@@ -93,15 +120,16 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 	if err != nil {
 		return fmt.Errorf("--collective-bind %s: %w", ringBind, err)
 	}
-	ringPort := ln.Addr().(*net.TCPAddr).Port
-	ncfg.Endpoint = net.JoinHostPort(advHost, strconv.Itoa(ringPort))
+	ringAddr := ln.Addr().String()
+	ncfg.Endpoint = net.JoinHostPort(advHost, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	if co.join != "" {
 		ncfg.Seeds = strings.Split(co.join, ",")
 	}
 	ncfg.SecretKey = node.DeriveKey(secret)
-	ncfg.JobHash = jobHash(cfg)
+	ncfg.JobHash = jobHash(cfg, sess.Src)
 	ncfg.Device = "cpu"
 	ncfg.MinNodes, ncfg.WorldSize = co.minNodes, co.worldSize
+	ncfg.AllowMinority = co.allowMinority
 	if co.rendezvousTimeout > 0 {
 		ncfg.RendezvousTimeout = co.rendezvousTimeout
 	}
@@ -112,54 +140,218 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 	}
 	defer func() {
 		// Leave gracefully so that peers see it at once instead of waiting
-		// for failure detection.
+		// for failure detection (SIGTERM, Ctrl-C, or the end of the job).
 		if err := n.Leave(2 * time.Second); err != nil {
 			log.Debug("leave", zap.Error(err))
 		}
 		n.Shutdown()
 	}()
 	log.Info("joined the cluster", zap.String("node", n.ID()), zap.String("gossip", n.Addr()), zap.String("collective", ncfg.Endpoint))
-	world, err := node.Rendezvous(ctx, n, nil, ncfg.RendezvousOptions())
+
+	var world atomic.Pointer[node.World]
+	var wantRebuild atomic.Bool
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go watchMembership(watchCtx, n, ncfg.JobHash, &world, &wantRebuild, log)
+
+	var last *node.World
+	var failedAt time.Time
+	var failedStep int
+	printed := false
+	hooks := trainer.Hooks{
+		WantRebuild: wantRebuild.Load,
+		OnStep: func(st trainer.StepStats) {
+			_ = n.UpdateMeta(func(m *node.Meta) {
+				m.Step, m.StepMillis = uint64(st.Step), uint32(st.Elapsed.Milliseconds())
+			})
+			if !failedAt.IsZero() {
+				d := time.Since(failedAt)
+				log.Info("recovered: a step completed in the new world", zap.Duration("recovery", d), zap.Int("failed_step", failedStep), zap.Int("step", st.Step))
+				sess.Metric(map[string]any{"kind": "recovery", "seconds": d.Seconds(), "failed_step": failedStep, "step": st.Step, "world_size": world.Load().Size})
+				failedAt = time.Time{}
+			}
+		},
+	}
+	if co.ledger != "" {
+		led, err := openLedger(co.ledger, n.ID())
+		if err != nil {
+			return err
+		}
+		defer led.Close()
+		hooks.OnContribute = func(step int, ids []string) { led.record(step, world.Load(), ids) }
+	}
+	for {
+		if ln == nil {
+			if ln, err = net.Listen("tcp", ringAddr); err != nil {
+				return fmt.Errorf("re-listen for the ring on %s: %w", ringAddr, err)
+			}
+		}
+		opts := ncfg.RendezvousOptions()
+		if last != nil {
+			// After a failure, go on with the survivors at once (subject to
+			// --min-nodes and the majority rule) rather than wait for
+			// --world-size again; returning nodes are admitted by the
+			// rebuild vote.
+			opts.WorldSize = 0
+		}
+		w, err := node.Rendezvous(ctx, n, last, opts)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("rendezvous: %w", err)
+		}
+		world.Store(&w)
+		peers := make([]string, w.Size)
+		for i, p := range w.Peers {
+			peers[i] = p.Endpoint
+		}
+		log.Info("world formed", zap.Uint64("epoch", w.Epoch), zap.Int("rank", w.Rank), zap.Int("size", w.Size), zap.Strings("peers", peers))
+		rcfg := ring.DefaultConfig()
+		rcfg.Rank, rcfg.Size, rcfg.Epoch, rcfg.Peers = w.Rank, w.Size, w.Epoch, peers
+		rcfg.Listener, rcfg.Secret = ln, secret
+		ln = nil // ring.New owns it now
+		comm, err := ring.New(ctx, rcfg, log.Named("ring"))
+		if err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			log.Warn("could not connect the ring; forming a new world", zap.Error(err))
+			last = &w
+			continue
+		}
+		sess.SetComm(comm)
+		wantRebuild.Store(false)
+		err = runWorld(ctx, sess, &w, comm, hooks, stdout, stdoutRank0, &printed)
+		if err == nil {
+			_, err = sess.Finish(ctx)
+			comm.Close()
+			return err
+		}
+		comm.Close()
+		switch {
+		case ctx.Err() != nil:
+			return err
+		case errors.Is(err, trainer.ErrRebuild):
+			log.Info("a node wants to join: forming a new world at this step boundary", zap.Int("step", sess.Trainer.State().Step))
+		case errors.Is(err, collective.ErrPeerLost) || errors.Is(err, ring.ErrDesync) || errors.Is(err, collective.ErrClosed):
+			if failedAt.IsZero() {
+				failedAt, failedStep = time.Now(), sess.Trainer.State().Step+1
+			}
+			log.Warn("lost a peer: forming a new world and redoing the step in flight", zap.Int("step", failedStep), zap.Error(err))
+		default:
+			return err
+		}
+		last = &w
+		if err := n.UpdateMeta(func(m *node.Meta) { m.State = node.StateReady }); err != nil {
+			return err
+		}
+	}
+}
+
+// runWorld trains in one world: agree on the state, evaluate the base model
+// if nobody has yet, and train until done or the world breaks.
+func runWorld(ctx context.Context, sess *trainer.Session, w *node.World, comm collective.Communicator, hooks trainer.Hooks,
+	stdout io.Writer, stdoutRank0 func(int) bool, printed *bool) error {
+	root, err := sess.Trainer.SyncState(ctx)
 	if err != nil {
-		ln.Close()
-		return fmt.Errorf("rendezvous: %w", err)
-	}
-	peers := make([]string, world.Size)
-	for i, p := range world.Peers {
-		peers[i] = p.Endpoint
-	}
-	log.Info("world formed", zap.Uint64("epoch", world.Epoch), zap.Int("rank", world.Rank), zap.Int("size", world.Size), zap.Strings("peers", peers))
-	rcfg := ring.DefaultConfig()
-	rcfg.Rank, rcfg.Size, rcfg.Epoch, rcfg.Peers = world.Rank, world.Size, world.Epoch, peers
-	rcfg.Listener, rcfg.Secret = ln, secret
-	comm, err := ring.New(ctx, rcfg, log.Named("ring"))
-	if err != nil {
-		return fmt.Errorf("connect the ring: %w", err)
-	}
-	defer comm.Close()
-	if err := n.UpdateMeta(func(m *node.Meta) { m.State = node.StateTraining }); err != nil {
 		return err
 	}
-	if !stdoutRank0(world.Rank) {
-		jio.Stdout = nil
+	st := sess.Trainer.State()
+	if w.Size > 1 {
+		sess.Metric(map[string]any{"kind": "world", "epoch": w.Epoch, "size": w.Size, "step": st.Step, "state_from_rank": root})
 	}
-	jio.OnStep = chainStep(jio.OnStep, func(st trainer.StepStats) {
-		// Gossip progress so that `peertune status` and peers see stragglers.
-		_ = n.UpdateMeta(func(m *node.Meta) {
-			m.Step, m.StepMillis = uint64(st.Step), uint32(st.Elapsed.Milliseconds())
-		})
-	})
-	be, err := newCPUBackend(g)
-	if err != nil {
+	if stdoutRank0(w.Rank) {
+		sess.SetStdout(stdout)
+		if !*printed {
+			sess.PrintParams()
+			*printed = true
+		}
+	} else {
+		sess.SetStdout(nil)
+	}
+	if err := sess.Baseline(ctx); err != nil {
 		return err
 	}
-	var c collective.Communicator = comm
-	sum, err := trainer.RunJob(ctx, cfg, be, c, log, jio)
-	if err != nil {
-		return err
+	return sess.Train(ctx, hooks)
+}
+
+// watchMembership asks for a new world when a node of this job becomes ready
+// outside the current world (a joiner, or a killed node restarted), and names
+// stragglers: nodes whose last completed step lags the others.
+func watchMembership(ctx context.Context, n *node.Node, jobHash string, world *atomic.Pointer[node.World], want *atomic.Bool, log *zap.Logger) {
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	warned := map[string]time.Time{}
+	inWorld := func(id string) bool {
+		w := world.Load()
+		if w == nil {
+			return true // no world yet: rendezvous handles it
+		}
+		for _, p := range w.Peers {
+			if p.ID == id {
+				return true
+			}
+		}
+		return false
 	}
-	log.Info("done", zap.Int("rank", world.Rank), zap.Int("steps", sum.Steps), zap.Float64("seconds", sum.Seconds))
-	return nil
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-n.Events():
+			if !ok {
+				return
+			}
+			m := ev.Member
+			if ev.Kind != node.EventLeave && m.Alive && m.Meta.JobHash == jobHash && m.Meta.State == node.StateReady && !inWorld(m.ID) {
+				if !want.Load() {
+					log.Info("a node is ready to join", zap.String("node", m.ID))
+				}
+				want.Store(true)
+			}
+		case <-tick.C:
+			for _, s := range stragglers(n.Members(), jobHash) {
+				if time.Since(warned[s.id]) > 30*time.Second {
+					warned[s.id] = time.Now()
+					log.Warn("straggler", zap.String("node", s.id), zap.String("why", s.why))
+				}
+			}
+		}
+	}
+}
+
+type straggler struct{ id, why string }
+
+// stragglers names training nodes that are two or more steps behind the
+// furthest one, or whose last step took over three times the median.
+func stragglers(members []node.Member, jobHash string) []straggler {
+	var steps []uint64
+	var times []uint32
+	for _, m := range members {
+		if m.Alive && m.Meta.State == node.StateTraining && m.Meta.JobHash == jobHash {
+			steps = append(steps, m.Meta.Step)
+			times = append(times, m.Meta.StepMillis)
+		}
+	}
+	if len(steps) < 2 {
+		return nil
+	}
+	maxStep := slices.Max(steps)
+	sorted := slices.Clone(times)
+	slices.Sort(sorted)
+	median := sorted[len(sorted)/2]
+	var out []straggler
+	for _, m := range members {
+		if !m.Alive || m.Meta.State != node.StateTraining || m.Meta.JobHash != jobHash {
+			continue
+		}
+		switch {
+		case m.Meta.Step+2 <= maxStep:
+			out = append(out, straggler{m.ID, fmt.Sprintf("at step %d, others at %d", m.Meta.Step, maxStep)})
+		case median > 0 && m.Meta.StepMillis > 3*median:
+			out = append(out, straggler{m.ID, fmt.Sprintf("last step took %d ms, median %d ms", m.Meta.StepMillis, median)})
+		}
+	}
+	return out
 }
 
 func chainStep(a, b func(trainer.StepStats)) func(trainer.StepStats) {

@@ -43,6 +43,7 @@ model on built-in telecom calculation data.`,
 	root.AddCommand(newVersionCmd())
 	root.AddCommand(newBenchCmd(opts))
 	root.AddCommand(newTrainCmd(opts), newEvalCmd(opts), newGenerateCmd(opts))
+	root.AddCommand(newEstimateCmd(opts), newParamsCmd(opts))
 	return root
 }
 

@@ -104,6 +104,8 @@ command line override the file.`,
 	f.IntVar(&co.worldSize, "world-size", 0, "wait for this many nodes (0: start with those ready), up to --rendezvous-timeout")
 	f.DurationVar(&co.rendezvousTimeout, "rendezvous-timeout", 5*time.Minute, "how long to wait for --world-size nodes before starting with what is there")
 	f.StringVar(&co.nodeName, "node-name", "", "unique node id (default: hostname-pid-random)")
+	f.BoolVar(&co.allowMinority, "allow-minority", false, "let a world form without a strict majority of the last one (risks split brain under a partition; the operator's call)")
+	f.StringVar(&co.ledger, "ledger", "", "directory where each node records the samples it computed per step (for audits and tests)")
 	return cmd
 }
 
