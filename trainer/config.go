@@ -3,6 +3,7 @@ package trainer
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -62,6 +63,13 @@ type Config struct {
 	AllowOverlap  bool `yaml:"allow_overlap"`
 	SkipInvalid   bool `yaml:"skip_invalid"`
 
+	// CheckpointEvery writes a checkpoint every N steps (0: only when
+	// stopped by a signal); Keep is how many to keep (0: all); Resume
+	// continues from the newest valid checkpoint in Out/checkpoints.
+	CheckpointEvery int  `yaml:"checkpoint_every"`
+	Keep            int  `yaml:"keep"`
+	Resume          bool `yaml:"resume"`
+
 	// CheckEvery compares a checksum of the trainable state across ranks
 	// every N steps (0: never); a mismatch stops training.
 	CheckEvery int `yaml:"check_every"`
@@ -78,7 +86,7 @@ func DefaultConfig() Config {
 		Steps: 0, Epochs: 1, Batch: 16, MicroBatch: 16, SeqLen: 384,
 		LR: 2e-3, Warmup: 20, WeightDecay: 0.0, GradClip: 1.0, Seed: 1,
 		EvalEvery: 50, Patience: 3, EvalExamples: 200, ValFraction: 0.05, TestFraction: 0.05,
-		CheckEvery: 10, Out: "out",
+		CheckEvery: 10, Keep: 3, Out: "out",
 	}
 }
 
@@ -146,6 +154,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--eval-examples %d: must not be negative", c.EvalExamples)
 	case c.ValFraction < 0 || c.TestFraction < 0 || c.ValFraction+c.TestFraction >= 1:
 		return fmt.Errorf("--val-fraction %g + --test-fraction %g: each must be ≥ 0 and together < 1", c.ValFraction, c.TestFraction)
+	case c.CheckpointEvery < 0:
+		return fmt.Errorf("--checkpoint-every %d: must not be negative (0: only on SIGTERM)", c.CheckpointEvery)
+	case c.Keep < 0:
+		return fmt.Errorf("--keep %d: must not be negative (0: keep all)", c.Keep)
 	case c.CheckEvery < 0:
 		return fmt.Errorf("--check-every %d: must not be negative", c.CheckEvery)
 	case c.Out == "":
@@ -154,8 +166,26 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Hash identifies the job: nodes whose hashes differ must not train together.
-func (c *Config) Hash() [32]byte {
-	data, _ := json.Marshal(c) // a struct of plain fields always marshals
-	return sha256.Sum256(data)
+// Canonical keeps the settings that determine the trained model and zeroes
+// the rest: where outputs go, checkpoint cadence, resuming, how many examples
+// are scored, replica-check cadence, and how a node splits its share into
+// micro-batches or recomputes activations (the result does not depend on
+// those up to float rounding; DESIGN invariant 2). Nodes of one job, and a
+// resumed run and its checkpoint, must agree on the canonical config.
+func (c Config) Canonical() Config {
+	c.Out, c.Resume, c.CheckpointEvery, c.Keep = "", false, 0, 0
+	c.EvalExamples, c.CheckEvery, c.MicroBatch, c.Recompute = 0, 0, 0, false
+	return c
+}
+
+// CanonicalJSON is the canonical config as JSON (what hashes are taken of).
+func (c Config) CanonicalJSON() []byte {
+	data, _ := json.Marshal(c.Canonical()) // a struct of plain fields always marshals
+	return data
+}
+
+// Hash identifies the job: hex SHA-256 of the canonical config.
+func (c Config) Hash() string {
+	sum := sha256.Sum256(c.CanonicalJSON())
+	return hex.EncodeToString(sum[:])
 }

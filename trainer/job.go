@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -19,6 +20,7 @@ import (
 	"github.com/peertune/peertune/collective"
 	"github.com/peertune/peertune/internal/atomicfile"
 	"github.com/peertune/peertune/kernels"
+	"github.com/peertune/peertune/trainer/checkpoint"
 	"github.com/peertune/peertune/trainer/data"
 	"github.com/peertune/peertune/trainer/model"
 	"github.com/peertune/peertune/trainer/model/safetensors"
@@ -212,6 +214,10 @@ type Session struct {
 	start   time.Time
 	metrics *jsonlWriter
 	res     Result
+	worlds  []checkpoint.WorldRecord
+	// lastSaved is the step of the last checkpoint this process wrote.
+	lastSaved int
+	resumed   bool
 }
 
 // NewSession validates the job, loads the model (and initialises the
@@ -347,7 +353,7 @@ func (s *Session) metricsFile() *jsonlWriter {
 			s.log.Warn("cannot write metrics", zap.Error(err))
 			return nil
 		}
-		fresh := s.Trainer.State().Step == 0
+		fresh := s.Trainer.State().Step == 0 && !s.resumed
 		w, err := openJSONL(filepath.Join(s.Cfg.Out, "metrics.jsonl"), fresh)
 		if err != nil {
 			s.log.Warn("cannot write metrics", zap.Error(err))
@@ -392,6 +398,19 @@ func (s *Session) Train(ctx context.Context, h Hooks) error {
 		if onEval != nil {
 			onEval(er)
 		}
+	}
+	afterStep := h.AfterStep
+	h.AfterStep = func(step int) error {
+		if s.Cfg.CheckpointEvery > 0 && step%s.Cfg.CheckpointEvery == 0 && s.Lead() {
+			if _, err := s.SaveCheckpoint(); err != nil {
+				return err
+			}
+			s.lastSaved = step
+		}
+		if afterStep != nil {
+			return afterStep(step)
+		}
+		return nil
 	}
 	res, err := s.Trainer.Run(ctx, h)
 	if res.TokensPerSec > 0 {
@@ -465,14 +484,54 @@ func RunJob(ctx context.Context, cfg Config, be kernels.Backend, comm collective
 	if !s.Lead() {
 		s.io.Stdout = io.Discard
 	}
+	if err := s.StartOrResume(); err != nil {
+		return nil, err
+	}
 	s.PrintParams()
 	if err := s.Baseline(ctx); err != nil {
 		return nil, err
 	}
 	if err := s.Train(ctx, Hooks{}); err != nil {
-		return nil, err
+		return nil, s.Stopped(ctx, err)
 	}
 	return s.Finish(ctx)
+}
+
+// StartOrResume resumes from the newest checkpoint with --resume (starting
+// fresh, with a note, when there is none yet: a restart policy may pass
+// --resume every time).
+func (s *Session) StartOrResume() error {
+	if !s.Cfg.Resume {
+		return nil
+	}
+	err := s.Resume()
+	if errors.Is(err, checkpoint.ErrNoCheckpoint) && !errors.Is(err, checkpoint.ErrAllInvalid) {
+		s.log.Info("--resume: no checkpoint yet; starting from the beginning", zap.String("dir", s.CheckpointDir()))
+		return nil
+	}
+	return err
+}
+
+// Stopped handles a training error: when the context was cancelled (SIGTERM,
+// Ctrl-C) the leading rank checkpoints the last completed step, so that
+// --resume continues exactly; the error says so.
+func (s *Session) Stopped(ctx context.Context, err error) error {
+	if ctx.Err() == nil || !s.Lead() {
+		return err
+	}
+	step := s.Trainer.State().Step
+	if step == 0 {
+		return err
+	}
+	path := filepath.Join(s.CheckpointDir(), checkpoint.DirName(step))
+	if s.lastSaved != step {
+		p, serr := s.SaveCheckpoint()
+		if serr != nil {
+			return fmt.Errorf("%w (and the checkpoint failed: %v)", err, serr)
+		}
+		path = p
+	}
+	return fmt.Errorf("stopped after step %d; checkpoint %s; rerun with --resume to continue: %w", step, path, err)
 }
 
 // num turns NaN (no data) into null.

@@ -81,6 +81,9 @@ type Hooks struct {
 	// of the samples this rank computed for the step (an attempt: if the
 	// all-reduce fails, the same step is attempted again in a new world).
 	OnContribute func(step int, ids []string)
+	// AfterStep runs at the end of every completed step, after any
+	// evaluation (where periodic checkpoints are written).
+	AfterStep func(step int) error
 	// WantRebuild is asked once per step. When it is true on any rank, all
 	// ranks finish that step together and Run returns ErrRebuild, so that a
 	// joining node is admitted at a step boundary.
@@ -385,6 +388,11 @@ func (t *Trainer) Run(ctx context.Context, h Hooks) (Result, error) {
 		}
 		if t.cfg.EvalEvery > 0 && (step%t.cfg.EvalEvery == 0 || step == t.sched.Total) {
 			if err := t.evaluate(ctx, step, h.OnEval); err != nil {
+				return result(), err
+			}
+		}
+		if h.AfterStep != nil {
+			if err := h.AfterStep(step); err != nil {
 				return result(), err
 			}
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"github.com/peertune/peertune/collective/ring"
 	"github.com/peertune/peertune/node"
 	"github.com/peertune/peertune/trainer"
+	"github.com/peertune/peertune/trainer/checkpoint"
 )
 
 // clusterOptions are the flags of a multi-node job. A process joins a cluster
@@ -45,12 +45,7 @@ func (o *clusterOptions) distributed() bool { return o.join != "" || o.bind != "
 // (but not where rank 0 writes its outputs) and the base model's weights, so
 // that a node whose copy of the model differs is refused.
 func jobHash(cfg trainer.Config, src trainer.ModelSource) string {
-	cfg.Out = ""
-	raw, _ := json.Marshal(struct {
-		Config trainer.Config
-		Model  string
-	}{cfg, src.Hash})
-	return node.HashJobConfig(raw)
+	return node.HashJobConfig(append(cfg.CanonicalJSON(), src.Hash...))
 }
 
 // splitHostPort parses ip:port for a flag, naming the flag on error.
@@ -90,6 +85,12 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 		return err
 	}
 	defer sess.Close()
+	// Every node may resume from its own --out; the new world then adopts
+	// the most advanced state (SyncState), so one copy of the checkpoint,
+	// on any node, is enough.
+	if err := sess.StartOrResume(); err != nil {
+		return err
+	}
 
 	ncfg := node.DefaultConfig()
 	if co.nodeName != "" {
@@ -229,7 +230,7 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 		comm.Close()
 		switch {
 		case ctx.Err() != nil:
-			return err
+			return sess.Stopped(ctx, err)
 		case errors.Is(err, trainer.ErrRebuild):
 			log.Info("a node wants to join: forming a new world at this step boundary", zap.Int("step", sess.Trainer.State().Step))
 		case errors.Is(err, collective.ErrPeerLost) || errors.Is(err, ring.ErrDesync) || errors.Is(err, collective.ErrClosed):
@@ -256,6 +257,7 @@ func runWorld(ctx context.Context, sess *trainer.Session, w *node.World, comm co
 		return err
 	}
 	st := sess.Trainer.State()
+	sess.RecordWorld(checkpoint.WorldRecord{Epoch: w.Epoch, Size: w.Size, FromStep: st.Step + 1})
 	if w.Size > 1 {
 		sess.Metric(map[string]any{"kind": "world", "epoch": w.Epoch, "size": w.Size, "step": st.Step, "state_from_rank": root})
 	}

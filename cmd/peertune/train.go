@@ -91,6 +91,9 @@ command line override the file.`,
 	f.BoolVar(&cfg.Truncate, "truncate", cfg.Truncate, "truncate examples longer than --seq-len (counted) instead of refusing them")
 	f.BoolVar(&cfg.AllowOverlap, "allow-overlap", cfg.AllowOverlap, "train even if evaluation examples duplicate training examples")
 	f.BoolVar(&cfg.SkipInvalid, "skip-invalid", cfg.SkipInvalid, "skip malformed JSONL lines (counted in summary.json) instead of failing")
+	f.IntVar(&cfg.CheckpointEvery, "checkpoint-every", cfg.CheckpointEvery, "write a checkpoint every N steps to --out/checkpoints (0: only when stopped by SIGTERM/Ctrl-C)")
+	f.IntVar(&cfg.Keep, "keep", cfg.Keep, "checkpoints to keep (0: all)")
+	f.BoolVar(&cfg.Resume, "resume", cfg.Resume, "continue from the newest valid checkpoint in --out/checkpoints")
 	f.IntVar(&cfg.CheckEvery, "check-every", cfg.CheckEvery, "compare a checksum of the trainable state across ranks every N steps (0: never)")
 	f.StringVar(&cfg.Out, "out", cfg.Out, "output directory (written by rank 0)")
 
@@ -170,6 +173,12 @@ func applyFlag(dst, src *trainer.Config, name string) {
 		dst.AllowOverlap = src.AllowOverlap
 	case "skip-invalid":
 		dst.SkipInvalid = src.SkipInvalid
+	case "checkpoint-every":
+		dst.CheckpointEvery = src.CheckpointEvery
+	case "keep":
+		dst.Keep = src.Keep
+	case "resume":
+		dst.Resume = src.Resume
 	case "check-every":
 		dst.CheckEvery = src.CheckEvery
 	case "out":
