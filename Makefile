@@ -8,7 +8,7 @@ PYTHON    ?= python3
 # for the slowest package on a 2-core machine.
 TESTFLAGS ?= -timeout 40m
 
-.PHONY: pydeps tiny-base all build run test test-short bench golden deps sysdeps pydeps-golden fuzz vet fmt clean
+.PHONY: chaos pydeps tiny-base all build run test test-short bench golden deps sysdeps pydeps-golden fuzz vet fmt clean
 
 all: build
 
@@ -70,6 +70,11 @@ fuzz:
 tiny-base: build
 	./$(BIN) train --config trainer/tinybase/recipe.yaml --out bin/tiny-base
 	cp bin/tiny-base/config.json bin/tiny-base/model.safetensors trainer/tinybase/
+
+# The long chaos run: 4 peer processes, 20 SIGKILLs with restarts; the job must
+# complete with every sample of every completed step counted exactly once.
+chaos: build
+	PEERTUNE_CHAOS_KILLS=20 $(GO) test -run TestChaosKillRejoin -v -timeout 60m ./cmd/peertune
 
 clean:
 	rm -rf bin

@@ -116,22 +116,26 @@ func DefaultConfig() Config {
 		// Seeds of the same job start at about the same time; one that is not
 		// up yet is retried rather than failing the whole job.
 		JoinTimeout: time.Minute,
-		// memberlist's LAN value: one probe per second. Faster probing finds
-		// a dead node sooner but costs packets on a network that all-reduce
-		// keeps saturated, where delayed probes turn into false suspicion.
-		ProbeInterval: time.Second,
-		// memberlist's LAN value. A LAN round trip is well under a millisecond;
-		// 500 ms leaves room for UDP queued behind bulk all-reduce traffic and
-		// for a host whose CPUs are busy feeding the GPUs. It must stay well
-		// below ProbeInterval, which has to fit the indirect probes too.
-		ProbeTimeout: 500 * time.Millisecond,
-		// memberlist's LAN value is 4. We use 5: a false "dead" aborts the
-		// step in flight on every node and forces a new world, which costs far
-		// more than a second of extra detection time, and a truly dead peer
-		// is usually noticed first by the collective (its socket errors out).
-		// With 1 s probes a small cluster declares a silent node dead after
-		// about 1 + 5 s; Lifeguard confirmations shorten that in large ones.
-		SuspicionMult: 5,
+		// Twice memberlist's LAN rate: a probe every 500 ms. Every second a
+		// dead node goes unnoticed stalls every survivor (they wait in the
+		// all-reduce, then in rendezvous), so detection speed is worth a few
+		// more tiny UDP packets; a probe costs nothing next to the gradients.
+		// The trade-off: on a host whose CPUs are saturated, slower probing
+		// would suspect a busy node less often.
+		ProbeInterval: 500 * time.Millisecond,
+		// A LAN round trip is well under a millisecond; 250 ms still leaves
+		// room for UDP queued behind bulk all-reduce traffic and for a busy
+		// CPU. It must stay below ProbeInterval, which has to fit the
+		// indirect probes too.
+		ProbeTimeout: 250 * time.Millisecond,
+		// memberlist's LAN value. A suspect is declared dead after about
+		// SuspicionMult x ProbeInterval (2 s here, scaled up by log10 of the
+		// cluster size, and shortened by Lifeguard's confirmations): with
+		// the probe above, a silent node is out of the world in about 3 s on
+		// a small cluster. A lower multiplier risks declaring a node that
+		// was only paused (GC, swapped, CPU-starved) dead, which forces a new
+		// world; a false alarm costs one redone step, no data.
+		SuspicionMult: 4,
 		// memberlist's LAN value: metadata (state, step, step time) reaches
 		// every node of a few dozen within about a second; gossip packets are
 		// tiny next to the gradients.
