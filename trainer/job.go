@@ -12,6 +12,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/peertune/peertune/kernels"
 	"github.com/peertune/peertune/trainer/checkpoint"
 	"github.com/peertune/peertune/trainer/data"
+	"github.com/peertune/peertune/trainer/memory"
 	"github.com/peertune/peertune/trainer/model"
 	"github.com/peertune/peertune/trainer/model/safetensors"
 	"github.com/peertune/peertune/trainer/tinybase"
@@ -193,6 +196,17 @@ func commas(n int) string {
 type JobIO struct {
 	Stdout io.Writer
 	OnStep func(StepStats)
+	// MemBudget, when positive, is this node's memory budget in bytes
+	// (resolved by the caller from --mem-budget against NVML or the host).
+	// Before training the largest micro-batch that fits is planned (and
+	// activation recompute only if needed); while training, MemoryUsed is
+	// sampled after every step and a step over budget halves the next
+	// micro-batch.
+	MemBudget  int64
+	MemoryUsed func() (uint64, error)
+	// Threads is the backend's thread count, for the planner's estimate of
+	// per-thread buffers (0: GOMAXPROCS).
+	Threads int
 }
 
 // Session is one rank's whole job: the model and data it loaded once, and the
@@ -248,6 +262,11 @@ func NewSession(cfg Config, be kernels.Backend, log *zap.Logger, jio JobIO) (*Se
 	if err != nil {
 		return nil, err
 	}
+	if jio.MemBudget > 0 {
+		if err := planMemory(&cfg, &opts, src.Config, jio, log); err != nil {
+			return nil, err
+		}
+	}
 	m, err := model.New(be, src.Config, opts)
 	if err != nil {
 		return nil, err
@@ -268,10 +287,39 @@ func NewSession(cfg Config, be kernels.Backend, log *zap.Logger, jio JobIO) (*Se
 		m.Free()
 		return nil, err
 	}
+	if jio.MemBudget > 0 && jio.MemoryUsed != nil {
+		tr.guard = memory.NewGuard(jio.MemBudget, cfg.MicroBatch)
+		tr.memUsed = jio.MemoryUsed
+	}
+	// Loading kept a host copy of the weights; give it back before training.
+	runtime.GC()
+	debug.FreeOSMemory()
 	if jio.Stdout == nil {
 		jio.Stdout = io.Discard
 	}
 	return &Session{Cfg: cfg, Src: src, Model: m, Data: ds, Trainer: tr, log: log, tok: tok, be: be, comm: single, io: jio, start: start}, nil
+}
+
+// planMemory picks the micro-batch (and recompute) that fits the budget:
+// the largest up to --micro-batch. Gradient accumulation keeps the global
+// batch, so the result does not depend on what each node picked.
+func planMemory(cfg *Config, opts *model.Options, mc model.Config, jio JobIO, log *zap.Logger) error {
+	mo := memory.FromModel(*opts)
+	mo.SeqLen, mo.Device, mo.Threads = cfg.SeqLen, memory.CPU, jio.Threads
+	ch, err := memory.Plan(mc, mo, jio.MemBudget, min(cfg.MicroBatch, cfg.Batch))
+	if err != nil {
+		return fmt.Errorf("--mem-budget %s: %w", memory.FormatBytes(jio.MemBudget), err)
+	}
+	if ch.MicroBatch != cfg.MicroBatch || ch.Recompute != opts.Recompute {
+		log.Info("memory plan: adjusted to fit the budget", zap.Int("micro_batch", ch.MicroBatch), zap.Int("asked", cfg.MicroBatch),
+			zap.Bool("recompute", ch.Recompute), zap.String("estimate", memory.FormatBytes(ch.Estimate.Total)),
+			zap.String("budget", memory.FormatBytes(jio.MemBudget)))
+	} else {
+		log.Info("memory plan", zap.Int("micro_batch", ch.MicroBatch), zap.Bool("recompute", ch.Recompute),
+			zap.String("estimate", memory.FormatBytes(ch.Estimate.Total)), zap.String("budget", memory.FormatBytes(jio.MemBudget)))
+	}
+	cfg.MicroBatch, opts.Recompute, cfg.Recompute = ch.MicroBatch, ch.Recompute, ch.Recompute
+	return nil
 }
 
 // Close frees the model and closes the metrics file.
@@ -384,7 +432,7 @@ func (s *Session) Train(ctx context.Context, h Hooks) error {
 	h.OnStep = func(st StepStats) {
 		s.Metric(map[string]any{"kind": "train", "step": st.Step, "epoch": st.Epoch, "loss": st.Loss, "lr": st.LR,
 			"grad_norm": st.GradNorm, "tokens": st.Tokens, "tokens_per_s": st.TokensPerSec, "step_seconds": st.Elapsed.Seconds(),
-			"allreduce_seconds": st.AllReduce.Seconds(), "world_size": s.comm.Size()})
+			"allreduce_seconds": st.AllReduce.Seconds(), "world_size": s.comm.Size(), "micro_batch": st.MicroBatch})
 		if onStep != nil {
 			onStep(st)
 		}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"runtime"
+	"runtime/debug"
 	"time"
 
 	"go.uber.org/zap"
@@ -14,6 +16,7 @@ import (
 	"github.com/peertune/peertune/collective"
 	"github.com/peertune/peertune/kernels"
 	"github.com/peertune/peertune/trainer/data"
+	"github.com/peertune/peertune/trainer/memory"
 	"github.com/peertune/peertune/trainer/model"
 )
 
@@ -46,6 +49,12 @@ type Trainer struct {
 	// copy of the trainable parameters at the best validation loss.
 	state RunState
 	best  []float32
+
+	// guard backs off the micro-batch after a step over the memory budget;
+	// memUsed samples the memory in use (nil: no guard).
+	guard       *memory.Guard
+	memUsed     func() (uint64, error)
+	guardWarned bool
 }
 
 // RunState is the trainer's progress beyond the model buffers: everything a
@@ -106,7 +115,9 @@ type StepStats struct {
 	Elapsed      time.Duration
 	// AllReduce is the part of Elapsed spent in the gradient all-reduce.
 	AllReduce time.Duration
-	ETA       time.Duration
+	// MicroBatch is the micro-batch size this rank used.
+	MicroBatch int
+	ETA        time.Duration
 }
 
 // New prepares a trainer: the model must be loaded and its adapters
@@ -262,6 +273,7 @@ func (t *Trainer) step(ctx context.Context, step int, h Hooks) (_ StepStats, reb
 		Step: step, Total: t.sched.Total, Epoch: t.order.StepEpoch(step),
 		Loss: float64(reduced[0]) / float64(reduced[1]), LR: lr, GradNorm: norm,
 		Tokens: globalTokens, TokensPerSec: float64(globalTokens) / el.Seconds(), Elapsed: el, AllReduce: arTime,
+		MicroBatch: t.cfg.MicroBatch,
 	}, reduced[2] > 0, nil
 }
 
@@ -381,6 +393,7 @@ func (t *Trainer) Run(ctx context.Context, h Hooks) (Result, error) {
 		if h.OnStep != nil {
 			h.OnStep(st)
 		}
+		t.observeMemory(step)
 		if t.comm.Size() > 1 && t.cfg.CheckEvery > 0 && step%t.cfg.CheckEvery == 0 {
 			if err := t.checkReplicas(ctx, step); err != nil {
 				return result(), err
@@ -407,6 +420,33 @@ func (t *Trainer) Run(ctx context.Context, h Hooks) (Result, error) {
 		}
 	}
 	return result(), nil
+}
+
+// observeMemory samples the memory in use after a step; above the budget,
+// the next step runs half the micro-batch (gradient accumulation keeps the
+// global batch, so only speed changes) and the activations are reallocated.
+func (t *Trainer) observeMemory(step int) {
+	if t.guard == nil {
+		return
+	}
+	used, err := t.memUsed()
+	if err != nil {
+		t.log.Debug("memory sample", zap.Error(err))
+		return
+	}
+	mb, changed, why := t.guard.Observe(int64(used))
+	switch {
+	case changed:
+		t.log.Warn("memory guard: over budget, backing off the micro-batch", zap.Int("step", step), zap.Int("micro_batch", mb),
+			zap.Int("was", t.cfg.MicroBatch), zap.String("reason", why))
+		t.cfg.MicroBatch = mb
+		t.m.ReleaseActivations()
+		runtime.GC()
+		debug.FreeOSMemory()
+	case why != "" && !t.guardWarned:
+		t.guardWarned = true
+		t.log.Warn("memory guard", zap.Int("step", step), zap.String("reason", why))
+	}
 }
 
 // evaluate computes the validation loss, keeps the best parameters and

@@ -17,6 +17,7 @@ import (
 
 	"github.com/peertune/peertune/collective"
 	"github.com/peertune/peertune/collective/ring"
+	"github.com/peertune/peertune/kernels"
 	"github.com/peertune/peertune/node"
 	"github.com/peertune/peertune/trainer"
 	"github.com/peertune/peertune/trainer/checkpoint"
@@ -66,7 +67,8 @@ func splitHostPort(flag, s string) (string, int, error) {
 // vote at a step boundary), the survivors form a new world by rendezvous,
 // agree on the most advanced state (SyncState) and go on from memory; at most
 // the step in flight is lost. Rank 0 of the last world writes the outputs.
-func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cfg trainer.Config, jio trainer.JobIO, stdoutRank0 func(rank int) bool) error {
+func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cfg trainer.Config, be kernels.Backend, jio trainer.JobIO,
+	device string, budget uint64, stdoutRank0 func(rank int) bool) error {
 	log := g.log
 	secret, err := node.ReadSecret(co.secretFile, os.Getenv)
 	if err != nil {
@@ -74,10 +76,6 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 	}
 	// Load the model and data first: a node that joins a running job brings
 	// its own copy of the base model, verified by the job hash below.
-	be, err := newCPUBackend(g)
-	if err != nil {
-		return err
-	}
 	stdout := jio.Stdout
 	jio.Stdout = nil
 	sess, err := trainer.NewSession(cfg, be, log, jio)
@@ -128,7 +126,7 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 	}
 	ncfg.SecretKey = node.DeriveKey(secret)
 	ncfg.JobHash = jobHash(cfg, sess.Src)
-	ncfg.Device = "cpu"
+	ncfg.Device, ncfg.Budget = device, budget
 	ncfg.MinNodes, ncfg.WorldSize = co.minNodes, co.worldSize
 	ncfg.AllowMinority = co.allowMinority
 	if co.rendezvousTimeout > 0 {

@@ -21,6 +21,7 @@ func newTrainCmd(g *globalOptions) *cobra.Command {
 	cfg := trainer.DefaultConfig()
 	var configFile string
 	var co clusterOptions
+	var memBudget string
 	cmd := &cobra.Command{
 		Use:   "train",
 		Short: "Fine-tune a model (LoRA or full) on instruction data",
@@ -52,12 +53,17 @@ command line override the file.`,
 				cmd.Flags().Visit(func(f *pflag.Flag) { applyFlag(&cfg, &flagCfg, f.Name) })
 			}
 			if co.nodes > 1 {
-				return runLocalCluster(cmd.Context(), co.nodes, os.Args[1:], cmd.OutOrStdout(), cmd.ErrOrStderr())
+				args := os.Args[1:]
+				if !cmd.Flags().Changed("mem-budget") {
+					// The local peers share this host's memory.
+					args = append(args, "--mem-budget", fmt.Sprintf("%d%%", 90/co.nodes))
+				}
+				return runLocalCluster(cmd.Context(), co.nodes, args, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			}
 			if co.nodes < 1 {
 				return fmt.Errorf("--nodes %d: must be at least 1", co.nodes)
 			}
-			return runTrain(cmd, g, cfg, co)
+			return runTrain(cmd, g, cfg, co, memBudget)
 		},
 	}
 	f := cmd.Flags()
@@ -97,6 +103,7 @@ command line override the file.`,
 	f.IntVar(&cfg.CheckEvery, "check-every", cfg.CheckEvery, "compare a checksum of the trainable state across ranks every N steps (0: never)")
 	f.StringVar(&cfg.Out, "out", cfg.Out, "output directory (written by rank 0)")
 
+	f.StringVar(&memBudget, "mem-budget", "90%", "memory this node may use: a share (90%) or a size (20GiB) of the GPU's memory, or on the CPU of the cgroup limit or physical memory; the micro-batch is planned to fit and backs off if a step goes over (off: no planning)")
 	f.IntVar(&co.nodes, "nodes", 1, "start N local peer processes on loopback that train together (like torchrun --nproc-per-node)")
 	f.StringVar(&co.join, "join", "", "host:port[,host:port] of peers to join (gossip addresses); multi-node jobs")
 	f.StringVar(&co.bind, "bind", "", "ip:port this node's gossip listens on (joins a cluster when set)")
@@ -186,15 +193,9 @@ func applyFlag(dst, src *trainer.Config, name string) {
 	}
 }
 
-func runTrain(cmd *cobra.Command, g *globalOptions, cfg trainer.Config, co clusterOptions) error {
+func runTrain(cmd *cobra.Command, g *globalOptions, cfg trainer.Config, co clusterOptions, memBudget string) error {
 	if err := cfg.Validate(); err != nil {
 		return err
-	}
-	if co.distributed() {
-		progress := newProgress(os.Stderr, g.log)
-		defer progress.done()
-		return runDistributed(cmd.Context(), g, co, cfg, trainer.JobIO{Stdout: cmd.OutOrStdout(), OnStep: progress.step},
-			func(rank int) bool { return rank == 0 })
 	}
 	be, err := newCPUBackend(g)
 	if err != nil {
@@ -203,10 +204,16 @@ func runTrain(cmd *cobra.Command, g *globalOptions, cfg trainer.Config, co clust
 	log := g.log
 	log.Info("backend", zap.String("backend", be.Name()))
 	progress := newProgress(os.Stderr, log)
-	sum, err := trainer.RunJob(cmd.Context(), cfg, be, &collective.Single{}, log, trainer.JobIO{
-		Stdout: cmd.OutOrStdout(),
-		OnStep: progress.step,
-	})
+	jio := trainer.JobIO{Stdout: cmd.OutOrStdout(), OnStep: progress.step}
+	device, budget, err := nodeResources(cmd.Context(), log, memBudget, be, &jio)
+	if err != nil {
+		return err
+	}
+	if co.distributed() {
+		defer progress.done()
+		return runDistributed(cmd.Context(), g, co, cfg, be, jio, device, budget, func(rank int) bool { return rank == 0 })
+	}
+	sum, err := trainer.RunJob(cmd.Context(), cfg, be, &collective.Single{}, log, jio)
 	progress.done()
 	if err != nil {
 		return err

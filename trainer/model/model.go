@@ -134,6 +134,11 @@ func New(be kernels.Backend, cfg Config, opts Options) (*Model, error) {
 	return m, nil
 }
 
+// ReleaseActivations frees the activation buffers; the next step allocates
+// them again for its batch shape (the memory guard uses it after lowering the
+// micro-batch).
+func (m *Model) ReleaseActivations() { m.freeActs() }
+
 // Backend is the backend the model runs on.
 func (m *Model) Backend() kernels.Backend { return m.be }
 
