@@ -205,8 +205,9 @@ type JobIO struct {
 	MemBudget  int64
 	MemoryUsed func() (uint64, error)
 	// Threads is the backend's thread count, for the planner's estimate of
-	// per-thread buffers (0: GOMAXPROCS).
+	// per-thread buffers (0: GOMAXPROCS). CUDA says the budget is a GPU's.
 	Threads int
+	CUDA    bool
 }
 
 // Session is one rank's whole job: the model and data it loaded once, and the
@@ -306,6 +307,10 @@ func NewSession(cfg Config, be kernels.Backend, log *zap.Logger, jio JobIO) (*Se
 func planMemory(cfg *Config, opts *model.Options, mc model.Config, jio JobIO, log *zap.Logger) error {
 	mo := memory.FromModel(*opts)
 	mo.SeqLen, mo.Device, mo.Threads = cfg.SeqLen, memory.CPU, jio.Threads
+	if jio.CUDA {
+		// peertune's model keeps every buffer in f32 on the GPU too.
+		mo.Device, mo.ActDType, mo.BaseDType = memory.CUDA, memory.F32, memory.F32
+	}
 	ch, err := memory.Plan(mc, mo, jio.MemBudget, min(cfg.MicroBatch, cfg.Batch))
 	if err != nil {
 		return fmt.Errorf("--mem-budget %s: %w", memory.FormatBytes(jio.MemBudget), err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/peertune/peertune/kernels"
 	"github.com/peertune/peertune/kernels/cpu"
+	"github.com/peertune/peertune/kernels/cuda"
 	"github.com/peertune/peertune/trainer/model"
 )
 
@@ -25,9 +26,37 @@ stay meaningful on a shared, noisy machine. Nothing here is asserted by tests.`,
 	return cmd
 }
 
+// gemmGFLOPS times a square GEMM on whichever backend be is; dtype bf16 is
+// for GPUs (bf16 inputs, f32 accumulation).
+func gemmGFLOPS(be kernels.Backend, size, iters int, dtype string) (float64, string, error) {
+	switch b := be.(type) {
+	case *cpu.Backend:
+		if dtype != "f32" {
+			return 0, "", fmt.Errorf("--dtype %s: the CPU backend computes in f32", dtype)
+		}
+		gf, err := cpu.GemmGFLOPS(b, size, size, size, iters)
+		return gf, b.BLAS(), err
+	case *cuda.Backend:
+		dt := kernels.F32
+		if dtype == "bf16" {
+			dt = kernels.BF16
+		} else if dtype != "f32" {
+			return 0, "", fmt.Errorf("--dtype %q: want f32 or bf16", dtype)
+		}
+		tf, err := cuda.GemmTFLOPS(b, size, size, size, dt, iters)
+		lib := "cublas"
+		if dt == kernels.F32 && b.TF32() {
+			lib = "cublas-tf32"
+		}
+		return tf * 1000, lib, err
+	}
+	return 0, "", fmt.Errorf("backend %s has no GEMM benchmark", be.Name())
+}
+
 func newBenchGemmCmd(g *globalOptions) *cobra.Command {
 	var size, iters int
 	var asJSON bool
+	var device, dtype string
 	cmd := &cobra.Command{
 		Use:   "gemm",
 		Short: "Time a square float32 GEMM through the backend's BLAS",
@@ -36,15 +65,15 @@ func newBenchGemmCmd(g *globalOptions) *cobra.Command {
 			if size <= 0 || iters <= 0 {
 				return fmt.Errorf("--size and --iters must be positive (got %d, %d)", size, iters)
 			}
-			be, err := newCPUBackend(g)
+			be, err := newBackend(g, device)
 			if err != nil {
 				return err
 			}
-			gf, err := cpu.GemmGFLOPS(be, size, size, size, iters)
+			gf, blas, err := gemmGFLOPS(be, size, iters, dtype)
 			if err != nil {
 				return err
 			}
-			res := map[string]any{"backend": be.Name(), "blas": be.BLAS(), "m": size, "n": size, "k": size, "gflops": round(gf, 2)}
+			res := map[string]any{"backend": be.Name(), "blas": blas, "dtype": dtype, "m": size, "n": size, "k": size, "gflops": round(gf, 2)}
 			return printResult(cmd.OutOrStdout(), asJSON, res,
 				fmt.Sprintf("%s: sgemm %d^3: %.1f GFLOP/s", be.Name(), size, gf))
 		},
@@ -52,6 +81,8 @@ func newBenchGemmCmd(g *globalOptions) *cobra.Command {
 	cmd.Flags().IntVar(&size, "size", 1024, "matrix size (m = n = k)")
 	cmd.Flags().IntVar(&iters, "iters", 10, "timed repetitions (after one warm-up)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON line")
+	cmd.Flags().StringVar(&device, "device", "cpu", "auto, cpu or cuda")
+	cmd.Flags().StringVar(&dtype, "dtype", "f32", "f32, or bf16 on a GPU")
 	return cmd
 }
 
@@ -61,6 +92,7 @@ func newBenchStepCmd(g *globalOptions) *cobra.Command {
 		seqLen, microBatch, steps  int
 		rank                       int
 		recompute, asJSON          bool
+		device                     string
 	)
 	cmd := &cobra.Command{
 		Use:   "step",
@@ -93,7 +125,7 @@ than full steps: frozen base weights get no weight gradient.`,
 				}
 				opts.LoRA = model.LoRAConfig{Rank: rank, Alpha: 2 * float64(rank), Targets: tg}
 			}
-			be, err := newCPUBackend(g)
+			be, err := newBackend(g, device)
 			if err != nil {
 				return err
 			}
@@ -117,11 +149,12 @@ than full steps: frozen base weights get no weight gradient.`,
 	f.IntVar(&steps, "steps", 3, "timed steps (after one warm-up step)")
 	f.BoolVar(&recompute, "recompute", false, "recompute activations in the backward pass")
 	f.BoolVar(&asJSON, "json", false, "print one JSON line")
+	f.StringVar(&device, "device", "cpu", "auto, cpu or cuda")
 	return cmd
 }
 
 // benchStep times whole optimizer steps and, in the same run, a 1024^3 GEMM.
-func benchStep(be *cpu.Backend, cfg model.Config, opts model.Options, seq, rows, steps int) (map[string]any, error) {
+func benchStep(be kernels.Backend, cfg model.Config, opts model.Options, seq, rows, steps int) (map[string]any, error) {
 	m, err := model.New(be, cfg, opts)
 	if err != nil {
 		return nil, err
@@ -167,7 +200,7 @@ func benchStep(be *cpu.Backend, cfg model.Config, opts model.Options, seq, rows,
 		}
 	}
 	elapsed := time.Since(start).Seconds() / float64(steps)
-	gemm, err := cpu.GemmGFLOPS(be, 1024, 1024, 1024, 5)
+	gemm, _, err := gemmGFLOPS(be, 1024, 5, "f32")
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,8 @@ type clusterOptions struct {
 	nodeName          string // --node-name (unique per process)
 	allowMinority     bool   // --allow-minority: the operator overrides the majority rule
 	ledger            string // --ledger DIR: record the samples each rank computed per step (tests)
+	device            string // --device auto|cpu|cuda
+	collective        string // --collective auto|ring|nccl
 }
 
 func (o *clusterOptions) distributed() bool { return o.join != "" || o.bind != "" }
@@ -217,15 +219,33 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 			last = &w
 			continue
 		}
-		sess.SetComm(comm)
+		wc, err := worldComm(ctx, co.collective, be, comm, w, log)
+		if err != nil {
+			comm.Close()
+			if ctx.Err() != nil {
+				return err
+			}
+			if !errors.Is(err, collective.ErrPeerLost) {
+				return err
+			}
+			last = &w
+			continue
+		}
+		closeWorld := func() {
+			if wc != collective.Communicator(comm) {
+				wc.Close()
+			}
+			comm.Close()
+		}
+		sess.SetComm(wc)
 		wantRebuild.Store(false)
-		err = runWorld(ctx, sess, &w, comm, hooks, stdout, stdoutRank0, &printed)
+		err = runWorld(ctx, sess, &w, wc, hooks, stdout, stdoutRank0, &printed)
 		if err == nil {
 			_, err = sess.Finish(ctx)
-			comm.Close()
+			closeWorld()
 			return err
 		}
-		comm.Close()
+		closeWorld()
 		switch {
 		case ctx.Err() != nil:
 			return sess.Stopped(ctx, err)

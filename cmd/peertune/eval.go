@@ -13,7 +13,7 @@ import (
 
 func newEvalCmd(g *globalOptions) *cobra.Command {
 	cfg := trainer.DefaultConfig()
-	var adapter, split string
+	var adapter, split, device string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "eval",
@@ -45,7 +45,7 @@ all) or split the way training splits it (--split test).`,
 			if err != nil {
 				return err
 			}
-			be, err := newCPUBackend(g)
+			be, err := newBackend(g, device)
 			if err != nil {
 				return err
 			}
@@ -85,11 +85,12 @@ all) or split the way training splits it (--split test).`,
 	f.IntVar(&cfg.MicroBatch, "micro-batch", cfg.MicroBatch, "examples per forward pass")
 	f.IntVar(&cfg.EvalExamples, "examples", cfg.EvalExamples, "examples scored by generation (built-in tasks)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON line")
+	f.StringVar(&device, "device", "auto", "auto, cpu or cuda")
 	return cmd
 }
 
 func newGenerateCmd(g *globalOptions) *cobra.Command {
-	var modelName, adapter, prompt string
+	var modelName, adapter, prompt, device string
 	var maxNew int
 	var temp float64
 	var seed uint64
@@ -112,7 +113,7 @@ wrapped in the same template training uses ('### Instruction: ... ### Response:'
 			if temp < 0 {
 				return fmt.Errorf("--temperature %g: must not be negative", temp)
 			}
-			be, err := newCPUBackend(g)
+			be, err := newBackend(g, device)
 			if err != nil {
 				return err
 			}
@@ -143,5 +144,6 @@ wrapped in the same template training uses ('### Instruction: ... ### Response:'
 	f.IntVar(&maxNew, "max-new", 64, "new tokens at most")
 	f.Float64Var(&temp, "temperature", 0, "sampling temperature (0: greedy)")
 	f.Uint64Var(&seed, "seed", 1, "sampling seed")
+	f.StringVar(&device, "device", "auto", "auto, cpu or cuda")
 	return cmd
 }

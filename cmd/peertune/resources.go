@@ -6,7 +6,8 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/peertune/peertune/kernels/cpu"
+	"github.com/peertune/peertune/kernels"
+	"github.com/peertune/peertune/kernels/cuda"
 	"github.com/peertune/peertune/node/gpu"
 	"github.com/peertune/peertune/trainer"
 )
@@ -14,15 +15,19 @@ import (
 // nodeResources resolves --mem-budget for this process and fills the job's
 // memory settings: the budget in bytes, a sampler of the memory in use, and
 // the device summary nodes gossip. An empty spec or "off" disables planning.
-func nodeResources(ctx context.Context, log *zap.Logger, spec string, be *cpu.Backend, jio *trainer.JobIO) (summary string, budget uint64, err error) {
+func nodeResources(ctx context.Context, log *zap.Logger, spec string, be kernels.Backend, jio *trainer.JobIO) (summary string, budget uint64, err error) {
+	device := -1
+	if c, ok := be.(*cuda.Backend); ok {
+		device = c.Device().Ordinal
+	}
 	if spec == "" || spec == "off" {
-		return "cpu", 0, nil
+		return be.Name(), 0, nil
 	}
 	b, err := gpu.ParseBudget(spec)
 	if err != nil {
 		return "", 0, fmt.Errorf("--mem-budget: %w", err)
 	}
-	res, err := gpu.Detect(ctx, nil, -1, b)
+	res, err := gpu.Detect(ctx, nil, device, b)
 	if err != nil {
 		return "", 0, err
 	}
@@ -32,8 +37,10 @@ func nodeResources(ctx context.Context, log *zap.Logger, spec string, be *cpu.Ba
 	}
 	// Without a Go memory limit, garbage may grow towards twice the live
 	// heap between collections and the plan would not bound RSS.
-	gpu.LimitGoHeap(res.Budget)
-	jio.MemBudget, jio.MemoryUsed, jio.Threads = int64(res.Budget), sampler.Used, be.Threads()
+	if device < 0 {
+		gpu.LimitGoHeap(res.Budget)
+	}
+	jio.MemBudget, jio.MemoryUsed, jio.Threads, jio.CUDA = int64(res.Budget), sampler.Used, backendThreads(be), device >= 0
 	log.Info("memory budget", zap.String("device", res.Summary()), zap.String("budget", gpu.FormatBytes(res.Budget)),
 		zap.String("of", gpu.FormatBytes(res.Total)))
 	return res.Summary(), res.Budget, nil

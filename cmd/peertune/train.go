@@ -104,6 +104,8 @@ command line override the file.`,
 	f.StringVar(&cfg.Out, "out", cfg.Out, "output directory (written by rank 0)")
 
 	f.StringVar(&memBudget, "mem-budget", "90%", "memory this node may use: a share (90%) or a size (20GiB) of the GPU's memory, or on the CPU of the cgroup limit or physical memory; the micro-batch is planned to fit and backs off if a step goes over (off: no planning)")
+	f.StringVar(&co.device, "device", "auto", "compute device: auto (CUDA when a GPU and its libraries are there), cpu or cuda")
+	f.StringVar(&co.collective, "collective", "auto", "gradient all-reduce across nodes: auto (NCCL on GPUs when libnccl.so.2 is found, else the TCP ring), ring or nccl")
 	f.IntVar(&co.nodes, "nodes", 1, "start N local peer processes on loopback that train together (like torchrun --nproc-per-node)")
 	f.StringVar(&co.join, "join", "", "host:port[,host:port] of peers to join (gossip addresses); multi-node jobs")
 	f.StringVar(&co.bind, "bind", "", "ip:port this node's gossip listens on (joins a cluster when set)")
@@ -197,7 +199,7 @@ func runTrain(cmd *cobra.Command, g *globalOptions, cfg trainer.Config, co clust
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	be, err := newCPUBackend(g)
+	be, err := newBackend(g, co.device)
 	if err != nil {
 		return err
 	}

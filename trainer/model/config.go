@@ -219,6 +219,10 @@ func Presets() map[string]Config {
 			RopeTheta: 10000, RMSEps: 1e-5, TiedEmbed: true, MaxPositions: 512, Arch: "llama"},
 		"smollm2-135m": {Hidden: 576, Intermediate: 1536, Layers: 30, Heads: 9, KVHeads: 3, Vocab: 49152,
 			RopeTheta: 100000, RMSEps: 1e-5, TiedEmbed: true, MaxPositions: 8192, Arch: "llama"},
+		// Llama 3.2 1B: the ~1B shape of the GPU check (its "llama3" rope
+		// scaling for long contexts is not modelled: the shape is what matters).
+		"llama3.2-1b": {Hidden: 2048, Intermediate: 8192, Layers: 16, Heads: 32, KVHeads: 8, Vocab: 128256,
+			RopeTheta: 500000, RMSEps: 1e-5, TiedEmbed: true, MaxPositions: 131072, Arch: "llama"},
 		"llama2-7b": {Hidden: 4096, Intermediate: 11008, Layers: 32, Heads: 32, KVHeads: 32, Vocab: 32000,
 			RopeTheta: 10000, RMSEps: 1e-5, MaxPositions: 4096, Arch: "llama"},
 		"llama3-8b": {Hidden: 4096, Intermediate: 14336, Layers: 32, Heads: 32, KVHeads: 8, Vocab: 128256,

@@ -1,0 +1,70 @@
+// Package cuda is the CUDA implementation of kernels.Backend: float32 ops on
+// one NVIDIA GPU, GEMMs through cuBLAS (optionally TF32), every other op a
+// kernel of our own.
+//
+// Nothing is linked at build time: `go build` needs no CUDA toolkit. When a
+// Backend is first created, the package dlopens (internal/dl) three
+// libraries and calls them through small C trampolines, with our own
+// declarations of the few functions and constants it uses (cuda_api.h,
+// nvrtc.go, cublas.go; each cites the header it comes from):
+//
+//   - the driver, libcuda.so.1 (installed with the NVIDIA driver):
+//     the device's primary context, one non-blocking stream, memory,
+//     module loading and kernel launches;
+//   - NVRTC, libnvrtc.so.13 or .so.12, from the dynamic loader's path, the
+//     CUDA toolkit (/usr/local/cuda, $CUDA_HOME) or pip's NVIDIA wheels in
+//     any Python site-packages (nvidia/cu13/lib, nvidia/cuda_nvrtc/lib):
+//     compiles the embedded .cu sources (src/, one per op pair) for the
+//     device's architecture;
+//   - cuBLAS, libcublas.so.13 or .so.12, found the same way (the _v2
+//     symbols: the bare names are the legacy API).
+//
+// PEERTUNE_LIBCUDA, PEERTUNE_LIBNVRTC and PEERTUNE_LIBCUBLAS name a library
+// explicitly. Libraries of the driver's CUDA major version are preferred.
+// Without a library or a GPU, New returns an error that names what is
+// missing, every place it looked and how to install it (IsNotAvailable is
+// then true), and Probe says the same without creating anything: the
+// binary starts and trains on the CPU.
+//
+// Compiled kernels are cached on disk, keyed by sha256 of the source, the
+// shared header and the options, the target architecture and the NVRTC
+// version, under $XDG_CACHE_HOME/peertune/cubin (or ~/.cache/peertune/cubin;
+// PEERTUNE_CUBIN_CACHE=dir or "off"). Entries are written atomically and
+// checksummed; a corrupt or rejected entry is recompiled. A GPU newer than
+// the NVRTC gets PTX for NVRTC's newest architecture, which the driver
+// compiles.
+//
+// Every op checks its shapes on the host and returns an error naming the op
+// before issuing anything; kernels then run asynchronously in issue order
+// on the Backend's stream, and GPU faults surface at Sync or CopyOut.
+// Reductions (column sums, norms' weight gradients, embedding gradients,
+// attention's dK/dV, SumSquares) have one writer per element and a fixed
+// summation order: no atomics, results are the same on every run. The
+// dropout mask is the CPU backend's, bit for bit, and RoPE uses the CPU
+// backend's cos/sin table, so the two backends follow the same trajectory
+// up to float32 rounding.
+//
+// Usage:
+//
+//	be, err := cuda.New(cuda.DefaultOptions())
+//	if err != nil {
+//		if cuda.IsNotAvailable(err) {
+//			// fall back to the CPU backend; err says what is missing
+//		}
+//		return err
+//	}
+//	defer be.Close()
+//	x, _ := be.Alloc(rows*dim, kernels.F32)
+//	be.CopyIn(x, hostData)
+//	be.Matmul(y, x, w, nil, rows, dim, out, 1, false)
+//	be.CopyOut(hostOut, y) // waits for the GPU
+//
+// bf16: Alloc(n, kernels.BF16), CopyIn, CopyOut, Zero and Copy work on
+// bfloat16 buffers (storage for activations and frozen weights) and
+// GemmTFLOPS measures bf16 GEMMs; the compute ops take float32 buffers only
+// so far.
+//
+// A Backend is not safe for concurrent use. Several Backends may share a
+// GPU (each has its own stream and cuBLAS handle on the device's primary
+// context).
+package cuda
