@@ -49,6 +49,7 @@ bench: sysdeps build
 	./$(BIN) bench gemm --size 1024 --json
 	./$(BIN) bench step --model smollm2-135m --method lora --seq-len 256 --micro-batch 1 --json
 	./$(BIN) bench step --model smollm2-135m --method full --seq-len 256 --micro-batch 1 --json
+	./$(BIN) bench allreduce --nodes 4 --size 32MiB --json
 
 # Regenerates the golden vectors from Hugging Face transformers + peft.
 # The output is committed, so tests never need torch.
