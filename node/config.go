@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 // SecretEnv is the environment variable that carries the gossip secret when
@@ -85,6 +87,23 @@ type Config struct {
 	SuspicionMult  int
 	GossipInterval time.Duration
 
+	// ReconnectInterval is how often the node tries to reach again the
+	// members it lost without their leaving on purpose (failure detection,
+	// a partition). memberlist alone stops talking to a dead node after
+	// GossipToTheDeadTime (30 s), so without this a partition that outlasts
+	// it would never heal: each side would go on as a cluster of its own.
+	ReconnectInterval time.Duration
+
+	// Observer makes the node a watcher (`peertune status`): it advertises
+	// StateObserver, which rendezvous never counts, and Rendezvous refuses
+	// to run on it.
+	Observer bool
+
+	// memberlistHook, when set, adjusts memberlist's configuration just
+	// before Create. Tests only: fault injection (a Transport that drops
+	// traffic to simulate a partition) and timings memberlist keeps private.
+	memberlistHook func(*memberlist.Config)
+
 	// EventBuffer is the capacity of the Events channel. When it is full,
 	// further events are dropped (never blocking memberlist) and counted;
 	// the consumer sees a gap in Event.Seq and should re-read Members().
@@ -140,6 +159,11 @@ func DefaultConfig() Config {
 		// every node of a few dozen within about a second; gossip packets are
 		// tiny next to the gradients.
 		GossipInterval: 200 * time.Millisecond,
+		// A node that lost part of the cluster (a partition) waits idle
+		// until it is reachable again; a few seconds of waiting after the
+		// network heals are nothing next to the partition, and one dial
+		// every 5 s per lost member costs nothing on a LAN.
+		ReconnectInterval: 5 * time.Second,
 		// Membership changes come in bursts of at most a few per node; 256
 		// absorbs a whole cluster joining at once while the consumer is busy.
 		EventBuffer: 256,
@@ -269,6 +293,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ProbeTimeout >= c.ProbeInterval {
 		return fmt.Errorf("config: probe timeout %s must be below probe interval %s (the indirect probes need the rest of the interval)", c.ProbeTimeout, c.ProbeInterval)
+	}
+	if c.ReconnectInterval <= 0 {
+		return fmt.Errorf("config: reconnect interval %s must be positive", c.ReconnectInterval)
 	}
 	if c.EventBuffer < 1 {
 		return fmt.Errorf("config: event buffer %d < 1", c.EventBuffer)

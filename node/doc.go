@@ -43,6 +43,19 @@
 // the leader-propose, member-ack, leader-commit exchange around it, over
 // memberlist's reliable channel.
 //
+// # Partitions
+//
+// A new world needs a strict majority of the last one, so under a partition
+// at most one side trains; the other waits in Rendezvous, logging "no
+// majority of last world (k of n)", unless the operator set AllowMinority.
+// memberlist stops talking to nodes it declared dead, so each node keeps
+// trying to join the members it lost without a graceful Leave
+// (ReconnectInterval); when the network heals the views merge and the
+// waiting side joins the majority's next world. Leave tells every member
+// directly, so a graceful departure is never retried. An observer
+// (Config.Observer, `peertune status`) gossips StateObserver and is never
+// counted.
+//
 // Known limits: a node stays Ready after Rendezvous returns until the caller
 // sets Training, and Ready or Training nodes count as eligible; a proposal to
 // a node that is not inside Rendezvous is not answered, so the leader times

@@ -24,6 +24,11 @@ const (
 	StateTraining
 	// StateLeaving: draining before a graceful Leave. Never eligible.
 	StateLeaving
+	// StateObserver: a process that only watches the cluster (`peertune
+	// status`). Never eligible, never a straggler, never asks for a rebuild.
+	// Last, so that the wire values of the states above do not change; an
+	// older peer decodes it as unknown, which is never eligible either.
+	StateObserver
 )
 
 func (s State) String() string {
@@ -36,6 +41,8 @@ func (s State) String() string {
 		return "training"
 	case StateLeaving:
 		return "leaving"
+	case StateObserver:
+		return "observer"
 	default:
 		return fmt.Sprintf("unknown(%d)", uint8(s))
 	}

@@ -82,6 +82,12 @@ type Node struct {
 	dropped uint64
 	closed  bool
 
+	// lost: members gone without leaving on purpose (see reconnectLoop).
+	// saidLeaving: members that told us they leave on purpose (Leave sends
+	// a notice: their Leaving metadata may never arrive, see Leave).
+	lost        map[string]lostMember
+	saidLeaving map[string]bool
+
 	changed   chan struct{} // cap 1: "the view may have changed"
 	metaDirty chan struct{} // cap 1: "gossip our meta again"
 	inbox     chan inbound  // rendezvous messages from peers
@@ -89,6 +95,7 @@ type Node struct {
 
 	lifeMu   sync.Mutex // serialises Leave and Shutdown (memberlist panics on Leave after Shutdown)
 	shutdown bool
+	left     atomic.Bool // Leave was called: stop reconnecting
 	rdvBusy  atomic.Bool
 }
 
@@ -127,6 +134,7 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Node, error) {
 		inbox:     make(chan inbound, inboxSize),
 		done:      make(chan struct{}),
 	}
+	n.lost, n.saidLeaving = map[string]lostMember{}, map[string]bool{}
 	n.meta = Meta{
 		ID:       cfg.Name,
 		Endpoint: cfg.Endpoint,
@@ -134,6 +142,9 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Node, error) {
 		Budget:   cfg.Budget,
 		JobHash:  cfg.JobHash,
 		State:    StateJoining,
+	}
+	if cfg.Observer {
+		n.meta.State = StateObserver
 	}
 	enc, err := n.meta.Encode()
 	if err != nil {
@@ -170,6 +181,9 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Node, error) {
 	} else {
 		n.log.Warn("gossip is NOT encrypted (insecure mode): anyone who can reach the port can join")
 	}
+	if cfg.memberlistHook != nil {
+		cfg.memberlistHook(mc)
+	}
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -178,6 +192,7 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Node, error) {
 	n.ml = ml
 	n.addr = ml.LocalNode().Address()
 	go n.metaLoop()
+	go n.reconnectLoop()
 	n.log.Info("gossip started", zap.String("addr", n.Addr()), zap.Bool("encrypted", len(cfg.SecretKey) > 0))
 
 	if len(cfg.Seeds) > 0 {
@@ -368,7 +383,13 @@ func (n *Node) Leave(timeout time.Duration) error {
 	if n.shutdown {
 		return ErrShutdown
 	}
+	n.left.Store(true)
 	_ = n.UpdateMeta(func(m *Meta) { m.State = StateLeaving })
+	// Tell every member directly that we leave on purpose: memberlist's
+	// leave message replaces the queued metadata update above, so through
+	// gossip alone most peers would take the departure for a failure and
+	// keep trying to reconnect to us (see reconnectLoop).
+	n.tellLeaving(min(timeout/2, 500*time.Millisecond))
 	if err := n.ml.Leave(timeout); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
@@ -395,6 +416,134 @@ func (n *Node) Shutdown() error {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// lostMember is a member that disappeared without leaving on purpose.
+type lostMember struct {
+	addr  string
+	since time.Time
+}
+
+// reconnectFor bounds how long a lost member is retried. A partition can
+// outlast a weekend; a member that never comes back costs one refused dial
+// per ReconnectInterval until then (memberlist's own DeadNodeReclaimTime
+// story aside, serf uses the same 24 h).
+const reconnectFor = 24 * time.Hour
+
+// reconnectLoop tries, every ReconnectInterval, to join again the members
+// this node lost without their leaving on purpose. memberlist gossips to a
+// dead node only for GossipToTheDeadTime and probes only live ones, so two
+// sides of a partition that each declared the other dead never talk again
+// on their own; one successful push/pull across the healed link merges the
+// two views (the members refute their deaths), and rendezvous sees them
+// again. A graceful Leave is never retried: it said it was going.
+func (n *Node) reconnectLoop() {
+	tick := time.NewTicker(n.cfg.ReconnectInterval)
+	defer tick.Stop()
+	var busyMu sync.Mutex
+	busy := map[string]bool{} // addresses being tried
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-tick.C:
+		}
+		if n.left.Load() {
+			return
+		}
+		now := time.Now()
+		var addrs, names []string
+		n.mu.Lock()
+		live := map[string]bool{}
+		for _, m := range n.members {
+			live[m.Addr] = true
+		}
+		for id, l := range n.lost {
+			// Gone for too long, or its address now belongs to a live
+			// member (a restarted process under a new name): stop.
+			if now.Sub(l.since) > reconnectFor || live[l.addr] {
+				delete(n.lost, id)
+				continue
+			}
+			addrs, names = append(addrs, l.addr), append(names, id)
+		}
+		n.mu.Unlock()
+		if len(addrs) == 0 {
+			continue
+		}
+		// Each address on its own goroutine, one try at a time per address:
+		// a dial to a host that is gone takes memberlist's TCPTimeout (10 s)
+		// and must not hold up the members that are back.
+		for i, addr := range addrs {
+			busyMu.Lock()
+			if busy[addr] {
+				busyMu.Unlock()
+				continue
+			}
+			busy[addr] = true
+			busyMu.Unlock()
+			go func(id, addr string) {
+				defer func() { busyMu.Lock(); delete(busy, addr); busyMu.Unlock() }()
+				n.reconnect(id, addr)
+			}(names[i], addr)
+		}
+	}
+}
+
+// reconnect tries once to join the lost member id at addr.
+func (n *Node) reconnect(id, addr string) {
+	if n.left.Load() {
+		return
+	}
+	select {
+	case <-n.done:
+		return
+	default:
+	}
+	joined, err := n.ml.Join([]string{addr})
+	switch {
+	case joined > 0:
+		n.log.Info("reached a lost member again (a partition healed?)", zap.String("peer", id), zap.String("addr", addr))
+	case err != nil && isKeyError(err):
+		// Another job's node holds the address now (ports are reused): it
+		// can never be ours again, and every try would make it log a
+		// rejected key.
+		n.log.Info("a lost member's address now answers with another gossip key; no longer reconnecting", zap.String("peer", id), zap.String("addr", addr))
+		n.forgetLost(id, addr)
+	default:
+		n.log.Debug("lost member still unreachable", zap.String("peer", id), zap.String("addr", addr), zap.Error(err))
+	}
+}
+
+// tellLeaving sends a Leaving notice to every member in parallel and waits
+// up to d for the sends.
+func (n *Node) tellLeaving(d time.Duration) {
+	n.mu.Lock()
+	var peers []string
+	for id := range n.targets {
+		if id != n.cfg.Name {
+			peers = append(peers, id)
+		}
+	}
+	n.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, id := range peers {
+		wg.Go(func() {
+			if err := n.send(id, kindLeaving, &leavingMsg{ID: n.cfg.Name}); err != nil {
+				n.log.Debug("leaving notice not delivered", zap.Error(err))
+			}
+		})
+	}
+	waitTimeout(&wg, d)
+}
+
+// forgetLost drops id from the reconnect list if it still has addr.
+func (n *Node) forgetLost(id, addr string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if l, ok := n.lost[id]; ok && l.addr == addr {
+		delete(n.lost, id)
+	}
 }
 
 // signal does a non-blocking send on a capacity-1 channel: a pending
@@ -428,6 +577,15 @@ func (d *delegate) NotifyMsg(b []byte) {
 	msg, err := decodeMessage(b)
 	if err != nil {
 		n.log.Warn("dropping malformed rendezvous message", zap.Error(err))
+		return
+	}
+	msg.at = time.Now()
+	if msg.kind == kindLeaving { // membership, not rendezvous: note it here
+		n.mu.Lock()
+		if msg.from != n.cfg.Name && n.members[msg.from].ID != "" {
+			n.saidLeaving[msg.from] = true
+		}
+		n.mu.Unlock()
 		return
 	}
 	select {
@@ -467,9 +625,19 @@ func (n *Node) observe(kind EventKind, mn *memberlist.Node) {
 	if kind == EventLeave {
 		delete(n.members, m.ID)
 		delete(n.targets, m.ID)
+		// A member that said it was leaving (or only watched) is not
+		// coming back; any other went silent: failure or partition.
+		if m.ID != n.cfg.Name && meta.State != StateLeaving && meta.State != StateObserver && !n.saidLeaving[m.ID] {
+			n.lost[m.ID] = lostMember{addr: m.Addr, since: time.Now()}
+		}
+		delete(n.saidLeaving, m.ID)
 	} else {
 		n.members[m.ID] = m
 		n.targets[m.ID] = &memberlist.Node{Name: mn.Name, Addr: slices.Clone(mn.Addr), Port: mn.Port}
+		delete(n.lost, m.ID)
+		if kind == EventJoin {
+			delete(n.saidLeaving, m.ID) // a new process under the old name
+		}
 	}
 	n.seq++
 	ev := Event{Seq: n.seq, Kind: kind, Member: m}

@@ -35,6 +35,10 @@ const (
 	kindNack
 	kindCommit
 	kindRefuse
+	// kindLeaving is not rendezvous: a node about to Leave tells each member
+	// so, which gossip cannot reliably do (see Node.Leave). Handled in
+	// NotifyMsg, never queued. An older peer logs it as an unknown kind.
+	kindLeaving
 )
 
 func (k msgKind) String() string {
@@ -49,6 +53,8 @@ func (k msgKind) String() string {
 		return "commit"
 	case kindRefuse:
 		return "refuse"
+	case kindLeaving:
+		return "leaving"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -88,15 +94,22 @@ type refuseMsg struct {
 	Reason   string `msgpack:"reason"`
 }
 
+// leavingMsg: the node ID leaves the cluster on purpose.
+type leavingMsg struct {
+	ID string `msgpack:"id"`
+}
+
 // inbound is one decoded message. Exactly one of the pointers is set.
 type inbound struct {
 	kind    msgKind
 	from    string
+	at      time.Time // when NotifyMsg queued it
 	propose *proposeMsg
 	ack     *ackMsg
 	nack    *nackMsg
 	commit  *commitMsg
 	refuse  *refuseMsg
+	leaving *leavingMsg
 }
 
 func encodeMessage(kind msgKind, body any) ([]byte, error) {
@@ -138,6 +151,10 @@ func decodeMessage(b []byte) (inbound, error) {
 		in.refuse = new(refuseMsg)
 		err = msgpack.Unmarshal(body, in.refuse)
 		in.from = in.refuse.LeaderID
+	case kindLeaving:
+		in.leaving = new(leavingMsg)
+		err = msgpack.Unmarshal(body, in.leaving)
+		in.from = in.leaving.ID
 	default:
 		return inbound{}, fmt.Errorf("unknown message kind %d", b[1])
 	}
@@ -201,6 +218,9 @@ func Rendezvous(ctx context.Context, n *Node, last *World, opts RendezvousOption
 	}
 	if opts.RefuseGrace <= 0 {
 		opts.RefuseGrace = def.RefuseGrace
+	}
+	if n.cfg.Observer {
+		return World{}, errors.New("rendezvous: an observer node never joins a world")
 	}
 	if !n.rdvBusy.CompareAndSwap(false, true) {
 		return World{}, errors.New("rendezvous: already running on this node")
@@ -294,11 +314,36 @@ func (r *rendezvous) run(ctx context.Context) (World, error) {
 		case <-tick.C:
 		case <-r.n.changed:
 		case m := <-r.n.inbox:
-			if w, done, err := r.handle(m, time.Now()); done {
+			now := time.Now()
+			if r.stale(m, now) {
+				continue
+			}
+			if w, done, err := r.handle(m, now); done {
 				return w, err
 			}
 		}
 	}
+}
+
+// stale reports (and logs) a Propose, Ack or Nack queued more than
+// AckTimeout ago: its leader has given that proposal up by now (it proposes
+// again under a new epoch), so answering or counting it only does harm. Such
+// messages pile up while a node trains (the inbox is read only inside
+// Rendezvous); without this filter a node entering Rendezvous would ack
+// proposals long dead, and a stale Ack whose epoch number a later proposal
+// reuses would count for it. Commit and Refuse are matched against what this
+// call acked or is, so they are never stale.
+func (r *rendezvous) stale(m inbound, now time.Time) bool {
+	switch m.kind {
+	case kindPropose, kindAck, kindNack:
+	default:
+		return false
+	}
+	if m.at.IsZero() || now.Sub(m.at) <= r.opts.AckTimeout {
+		return false
+	}
+	r.log.Debug("dropping stale rendezvous message", zap.String("type", m.kind.String()), zap.String("from", m.from), zap.Duration("age", now.Sub(m.at)))
+	return true
 }
 
 func (r *rendezvous) view(now time.Time) View {

@@ -20,6 +20,7 @@ func TestMessageRoundTrip(t *testing.T) {
 		{kindNack, &nackMsg{Epoch: 3, ID: "n2", Reason: "why"}, func(i inbound) any { return i.nack }},
 		{kindCommit, &commitMsg{LeaderID: "n1", World: w}, func(i inbound) any { return i.commit }},
 		{kindRefuse, &refuseMsg{LeaderID: "n1", ID: "n9", JobHash: hashA, Reason: "differs"}, func(i inbound) any { return i.refuse }},
+		{kindLeaving, &leavingMsg{ID: "n2"}, func(i inbound) any { return i.leaving }},
 	}
 	for _, c := range cases {
 		b, err := encodeMessage(c.kind, c.body)

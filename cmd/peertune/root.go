@@ -43,7 +43,7 @@ model on built-in telecom calculation data.`,
 	root.AddCommand(newVersionCmd())
 	root.AddCommand(newBenchCmd(opts))
 	root.AddCommand(newTrainCmd(opts), newEvalCmd(opts), newGenerateCmd(opts))
-	root.AddCommand(newEstimateCmd(opts), newParamsCmd(opts))
+	root.AddCommand(newEstimateCmd(opts), newParamsCmd(opts), newStatusCmd(opts))
 	return root
 }
 
