@@ -406,8 +406,18 @@ func (s *Session) metricsFile() *jsonlWriter {
 			s.log.Warn("cannot write metrics", zap.Error(err))
 			return nil
 		}
-		fresh := s.Trainer.State().Step == 0 && !s.resumed
-		w, err := openJSONL(filepath.Join(s.Cfg.Out, "metrics.jsonl"), fresh)
+		step := s.Trainer.State().Step
+		fresh := step == 0 && !s.resumed
+		path := filepath.Join(s.Cfg.Out, "metrics.jsonl")
+		if !fresh {
+			// Continuing (a resume, or a new lead after a failure): drop the
+			// records of steps beyond the state we continue from, which
+			// will be done again, so the curve has each step once.
+			if err := truncateMetrics(path, step); err != nil {
+				s.log.Warn("could not trim metrics.jsonl", zap.Error(err))
+			}
+		}
+		w, err := openJSONL(path, fresh)
 		if err != nil {
 			s.log.Warn("cannot write metrics", zap.Error(err))
 			return nil

@@ -120,9 +120,6 @@ func (s *Session) Resume() error {
 	s.Trainer.SetState(rs, ts.Best)
 	s.worlds = st.WorldHistory
 	s.resumed = true
-	if err := truncateMetrics(filepath.Join(s.Cfg.Out, "metrics.jsonl"), st.Step); err != nil {
-		s.log.Warn("could not trim metrics.jsonl to the checkpoint", zap.Error(err))
-	}
 	s.log.Info("resumed", zap.String("checkpoint", path), zap.Int("step", st.Step))
 	return nil
 }
