@@ -66,7 +66,7 @@ golden: pydeps-golden
 fuzz:
 	$(GO) test ./trainer/model/safetensors -run '^$$' -fuzz FuzzParseHeader -fuzztime 60s
 
-# Rebuilds the built-in base model from its recipe (about 10 minutes on 2 cores),
+# Rebuilds the built-in base model from its recipe (about 20 minutes on 2 cores),
 # then rebuild the binary to embed it.
 tiny-base: build
 	./$(BIN) train --config trainer/tinybase/recipe.yaml --out bin/tiny-base

@@ -83,9 +83,9 @@ func DefaultConfig() Config {
 	return Config{
 		Model: BuiltinModel, Init: "pretrained", Data: BuiltinData, Format: "auto",
 		Method: "lora", LoRARank: 16, LoRAAlpha: 32, LoRADropout: 0, LoRATargets: "all",
-		Steps: 0, Epochs: 1, Batch: 16, MicroBatch: 16, SeqLen: 384,
-		LR: 2e-3, Warmup: 20, WeightDecay: 0.0, GradClip: 1.0, Seed: 1,
-		EvalEvery: 50, Patience: 3, EvalExamples: 200, ValFraction: 0.05, TestFraction: 0.05,
+		Steps: 0, Epochs: 4, Batch: 16, MicroBatch: 16, SeqLen: 384,
+		LR: 5e-3, Warmup: 20, WeightDecay: 0.0, GradClip: 1.0, Seed: 1,
+		EvalEvery: 50, Patience: 3, EvalExamples: 100, ValFraction: 0.05, TestFraction: 0.05,
 		CheckEvery: 10, Keep: 3, Out: "out",
 	}
 }

@@ -91,10 +91,13 @@ func corpusDataset(cfg *Config, tok data.Tokenizer) (*Dataset, error) {
 	text := telecom.Corpus(telecom.DefaultSeed, telecom.DefaultCorpusBytes)
 	ids := tok.Encode(text)
 	ds := &Dataset{}
-	n := cfg.SeqLen
+	// Every sequence starts with BOS, as every fine-tuning prompt does, so
+	// the base model knows the token it will always see first.
+	n := cfg.SeqLen - 1
 	for off := 0; off+n+1 <= len(ids); off += n {
 		chunk := ids[off : off+n+1]
-		seq := data.Sequence{Tokens: append([]int32(nil), chunk[:n]...), Labels: append([]int32(nil), chunk[1:]...), ID: fmt.Sprintf("corpus-%d", off)}
+		toks := append([]int32{tok.BOS()}, chunk[:n]...)
+		seq := data.Sequence{Tokens: toks, Labels: append([]int32(nil), chunk...), ID: fmt.Sprintf("corpus-%d", off)}
 		h := fnv.New32a()
 		for _, t := range chunk {
 			h.Write([]byte{byte(t), byte(t >> 8)})
@@ -106,7 +109,7 @@ func corpusDataset(cfg *Config, tok data.Tokenizer) (*Dataset, error) {
 		}
 	}
 	if len(ds.Train) == 0 {
-		return nil, fmt.Errorf("built-in corpus: %d tokens make no sequence of --seq-len %d", len(ids), n)
+		return nil, fmt.Errorf("built-in corpus: %d tokens make no sequence of --seq-len %d", len(ids), cfg.SeqLen)
 	}
 	ds.Examples.Train, ds.Examples.Val = len(ds.Train), len(ds.Val)
 	return ds, nil

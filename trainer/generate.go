@@ -22,6 +22,10 @@ type GenerateOptions struct {
 	// StopAt ends a row after it generates any of these tokens (kept in the
 	// output), e.g. a newline when only the first line matters.
 	StopAt []int32
+	// Done, when set, ends row i as soon as Done(i, out) is true for the
+	// tokens it has generated so far (out; the callee must not keep it), e.g.
+	// when what follows cannot change how the row is scored.
+	Done func(row int, out []int32) bool
 }
 
 // Generate continues every prompt until EOS or MaxNew tokens, all prompts in
@@ -85,7 +89,7 @@ func Generate(m *model.Model, prompts [][]int32, o GenerateOptions) ([][]int32, 
 			}
 			seqs[i] = append(seqs[i], next)
 			out[i] = append(out[i], next)
-			if len(seqs[i]) >= o.MaxLen || slices.Contains(o.StopAt, next) {
+			if len(seqs[i]) >= o.MaxLen || slices.Contains(o.StopAt, next) || (o.Done != nil && o.Done(i, out[i])) {
 				done[i] = true
 			}
 		}

@@ -11,9 +11,9 @@ import (
 
 // Defaults of the built-in data set.
 const (
-	DefaultSeed        = 1       // generator seed of the built-in data set
-	DefaultN           = 6000    // examples in the built-in data set
-	DefaultCorpusBytes = 300_000 // bytes of the built-in pretraining corpus
+	DefaultSeed        = 1         // generator seed of the built-in data set
+	DefaultN           = 2200      // examples in the built-in data set (the SNR task holds 770 problems)
+	DefaultCorpusBytes = 4_000_000 // bytes of the built-in pretraining corpus
 )
 
 // Source is Example.Source of generated examples.
@@ -39,7 +39,7 @@ func reserved(p problem) bool {
 // Generate(seed, n) for m < n. Problems are distinct: no two examples share
 // an answer (every answer restates its inputs, so equal answers would be the
 // same problem in other words), hence no two share a normalised text either.
-// When the task space runs out (it holds about 1.7 million problems, most of them link budgets) fewer
+// When the task space runs out (it holds about 580 thousand problems, nearly all of them link budgets) fewer
 // than n examples are returned.
 func Generate(seed uint64, n int) []data.Example {
 	sp := specs()
@@ -111,6 +111,32 @@ func Score(ex data.Example, generated string) (exact, formatOK bool) {
 		formatOK = regexp.MustCompile(pat).MatchString(ans)
 	}
 	return exact, formatOK
+}
+
+// Settled reports whether Score(ex, generated+more) is the same for every
+// continuation "more": the answer line has ended, or what it holds so far is
+// already incompatible both with the literal start of the task's answer
+// format and with the reference answer (then it is neither exact nor
+// formatOK). Evaluation uses it to stop decoding rows whose score is decided.
+func Settled(ex data.Example, generated string) bool {
+	if strings.Contains(generated, "\n") {
+		return true
+	}
+	// The answer so far, normalised as Answer does (a trailing space could
+	// still grow into a separator, and Fields drops it, which is safe).
+	sofar := strings.Join(strings.Fields(generated), " ")
+	compatible := func(target string) bool {
+		return strings.HasPrefix(target, sofar) || strings.HasPrefix(sofar, target)
+	}
+	if compatible(Answer(ex.Response)) {
+		return false
+	}
+	if pat, ok := FormatPattern(TaskOf(ex)); ok {
+		if lit, _ := regexp.MustCompile(pat).LiteralPrefix(); compatible(strings.TrimLeft(lit, "^")) {
+			return false
+		}
+	}
+	return true
 }
 
 // Report aggregates Score over an evaluation set.

@@ -88,14 +88,14 @@ func pow10(k int) string {
 // format and prose are defined.
 func specs() []taskSpec {
 	return []taskSpec{
-		{TaskSNR, 30, `^SNR = P_rx - N = -?\d+ - \(-?\d+\) = -?\d+ dB$`, drawSNR},
-		{TaskLinkBudget, 16, `^P_rx = P_tx \+ G_tx \+ G_rx - L = -?\d+ \+ \d+ \+ \d+ - \d+ = -?\d+ dBm$`, drawLinkBudget},
-		{TaskEIRP, 10, `^EIRP = P_tx \+ G_tx - L = -?\d+ \+ \d+ - \d+ = -?\d+ dBm$`, drawEIRP},
-		{TaskThermalNoise, 8, `^N = -174 \+ 10log10\(B\) \+ NF = -174 \+ \d+ \+ \d+ = -?\d+ dBm$`, drawThermal},
-		{TaskFSPL, 10, `^FSPL = 20log10\(\d+(\.\d+)?\) \+ 20log10\(\d+\) \+ 32\.44 = \d+\.\d dB$`, drawFSPL},
-		{TaskCapacity, 10, `^C = B log2\(1 \+ SNR\) = \d+ \* log2\(1 \+ \d+\) = \d+ \* \d+ = \d+ Mbit/s$`, drawCapacity},
-		{TaskDBWToDBm, 5, `^P = -?\d+ \+ 30 = -?\d+ dBm$`, drawDBWToDBm},
-		{TaskDBmToDBW, 5, `^P = -?\d+ - 30 = -?\d+ dBW$`, drawDBmToDBW},
+		{TaskSNR, 50, `^SNR = P_rx - N = -?\d+ - \(-?\d+\) = -?\d+ dB$`, drawSNR},
+		{TaskLinkBudget, 4, `^P_rx = P_tx \+ G_tx \+ G_rx - L = -?\d+ \+ \d+ \+ \d+ - \d+ = -?\d+ dBm$`, drawLinkBudget},
+		{TaskEIRP, 8, `^EIRP = P_tx \+ G_tx - L = -?\d+ \+ \d+ - \d+ = -?\d+ dBm$`, drawEIRP},
+		{TaskThermalNoise, 6, `^N = -174 \+ 10log10\(B\) \+ NF = -174 \+ \d+ \+ \d+ = -?\d+ dBm$`, drawThermal},
+		{TaskFSPL, 2, `^FSPL = 20log10\(\d+(\.\d+)?\) \+ 20log10\(\d+\) \+ 32\.44 = \d+\.\d dB$`, drawFSPL},
+		{TaskCapacity, 5, `^C = B log2\(1 \+ SNR\) = \d+ \* log2\(1 \+ \d+\) = \d+ \* \d+ = \d+ Mbit/s$`, drawCapacity},
+		{TaskDBWToDBm, 12, `^P = -?\d+ \+ 30 = -?\d+ dBm$`, drawDBWToDBm},
+		{TaskDBmToDBW, 12, `^P = -?\d+ - 30 = -?\d+ dBW$`, drawDBmToDBW},
 		{TaskDBmToMW, 2, `^P = 10\^\(-?\d+/10\) mW = \d+(\.\d+)? mW$`, drawDBmToMW},
 		{TaskMWToDBm, 2, `^P = 10log10\(\d+(\.\d+)?\) dBm = -?\d+ dBm$`, drawMWToDBm},
 		{TaskDBToLinear, 1, `^ratio = 10\^\(-?\d+/10\) = \d+(\.\d+)?$`, drawDBToLinear},
@@ -105,7 +105,10 @@ func specs() []taskSpec {
 
 // SNR: the seed's example, exactly: received power and noise in dBm.
 func drawSNR(r *data.RNG) problem {
-	p, n := between(r, -120, -30), between(r, -130, -80)
+	// Received powers are any whole dBm from -99 to -30; noise floors are
+	// multiples of 5 dBm from -130 to -80 (as noise floors are usually
+	// quoted): 770 problems, SNRs from -19 to 100 dB.
+	p, n := between(r, -99, -30), -5*between(r, 16, 26)
 	s := p - n
 	return problem{
 		task: TaskSNR,
@@ -116,16 +119,18 @@ func drawSNR(r *data.RNG) problem {
 		},
 		answer: fmt.Sprintf("SNR = P_rx - N = %d - (%d) = %d dB", p, n, s),
 		prose: []string{
-			fmt.Sprintf("With a received power of %d dBm and noise of %d dBm, the signal is %s the noise.", p, n, aboveBelow(s)),
+			fmt.Sprintf("With a received power of %d dBm and noise of %d dBm, the signal is %s the noise: %d minus %d is %d.", p, n, aboveBelow(s), p, n, s),
 			fmt.Sprintf("A receiver measures a signal of %d dBm over a noise floor of %d dBm. In decibels the signal-to-noise ratio is the difference of the two levels: %d minus %d is %d, so the SNR is %d dB.", p, n, p, n, s, s),
 			fmt.Sprintf("Subtracting a negative number adds its size: %d - (%d) is the same as %d + %d, which is %d. So a signal at %d dBm over noise at %d dBm has an SNR of %d dB.", p, n, p, -n, s, p, n, s),
+			fmt.Sprintf("Here P_rx is %d dBm and N is %d dBm. The SNR is P_rx minus N, and %d - (%d) is %d, so it is %d dB.", p, n, p, n, s, s),
 		},
 	}
 }
 
 func drawLinkBudget(r *data.RNG) problem {
-	pt, gt, gr, l := between(r, 0, 46), between(r, 0, 30), between(r, 0, 12), between(r, 60, 160)
-	prx := pt + gt + gr - l
+	pt, gt, gr, l := between(r, 0, 40), between(r, 0, 20), between(r, 0, 10), between(r, 80, 140)
+	g := pt + gt + gr
+	prx := g - l
 	return problem{
 		task: TaskLinkBudget,
 		prompts: []string{
@@ -136,13 +141,14 @@ func drawLinkBudget(r *data.RNG) problem {
 		answer: fmt.Sprintf("P_rx = P_tx + G_tx + G_rx - L = %d + %d + %d - %d = %d dBm", pt, gt, gr, l, prx),
 		prose: []string{
 			fmt.Sprintf("Starting from %d dBm at the transmitter, add a transmit antenna gain of %d dBi and a receive antenna gain of %d dBi, then take away %d dB of path loss: %d plus %d plus %d minus %d leaves %d dBm at the receiver.", pt, gt, gr, l, pt, gt, gr, l, prx),
-			fmt.Sprintf("A link budget adds the gains and subtracts the losses, all in decibels. Here %d and %d and %d make %d, and %d less %d dB of path loss is %d, so the received power is %d dBm.", pt, gt, gr, pt+gt+gr, pt+gt+gr, l, prx, prx),
+			fmt.Sprintf("A link budget adds the gains and subtracts the losses, all in decibels. Here %d and %d and %d make %d, and %d minus %d is %d, so the received power is %d dBm.", pt, gt, gr, g, g, l, prx, prx),
+			fmt.Sprintf("P_tx is %d dBm, G_tx is %d dBi, G_rx is %d dBi and L is %d dB, so %d + %d + %d - %d is %d and the received power is %d dBm.", pt, gt, gr, l, pt, gt, gr, l, prx, prx),
 		},
 	}
 }
 
 func drawEIRP(r *data.RNG) problem {
-	pt, g, l := between(r, 0, 46), between(r, 0, 30), between(r, 0, 6)
+	pt, g, l := between(r, 10, 40), between(r, 0, 20), between(r, 1, 3)
 	e := pt + g - l
 	return problem{
 		task: TaskEIRP,
@@ -153,21 +159,29 @@ func drawEIRP(r *data.RNG) problem {
 		answer: fmt.Sprintf("EIRP = P_tx + G_tx - L = %d + %d - %d = %d dBm", pt, g, l, e),
 		prose: []string{
 			fmt.Sprintf("A transmitter of %d dBm feeding an antenna of %d dBi through a cable that loses %d dB radiates an effective isotropic power of %d dBm, since %d plus %d minus %d is %d.", pt, g, l, e, pt, g, l, e),
-			fmt.Sprintf("The equivalent isotropically radiated power adds the antenna gain to the transmit power and removes the cable loss: %d dBm with %d dBi of gain and %d dB of loss gives %d dBm.", pt, g, l, e),
+			fmt.Sprintf("The equivalent isotropically radiated power adds the antenna gain to the transmit power and removes the cable loss: %d dBm with %d dBi of gain and %d dB of loss gives %d dBm, because %d + %d - %d is %d.", pt, g, l, e, pt, g, l, e),
 		},
 	}
 }
 
-func drawThermal(r *data.RNG) problem {
-	bws := []struct {
-		name string
-		hz   string
-		db   int
-	}{
+// bandwidth is a bandwidth of the thermal noise task: its name, its value in
+// hertz and ten times its log10.
+type bandwidth struct {
+	name string
+	hz   string
+	db   int
+}
+
+func bandwidths() []bandwidth {
+	return []bandwidth{
 		{"1 kHz", "1000", 30}, {"10 kHz", "10000", 40}, {"100 kHz", "100000", 50},
 		{"1 MHz", "1000000", 60}, {"10 MHz", "10000000", 70}, {"100 MHz", "100000000", 80},
 		{"1 GHz", "1000000000", 90},
 	}
+}
+
+func drawThermal(r *data.RNG) problem {
+	bws := bandwidths()
 	b := bws[r.IntN(len(bws))]
 	nf := between(r, 0, 15)
 	n := -174 + b.db + nf
@@ -216,7 +230,7 @@ func FSPL(dKm, fMHz float64) float64 {
 }
 
 func drawCapacity(r *data.RNG) problem {
-	k, b := between(r, 1, 10), between(r, 1, 100)
+	k, b := between(r, 1, 8), between(r, 1, 30)
 	s := 1<<k - 1
 	c := b * k
 	return problem{
@@ -227,14 +241,14 @@ func drawCapacity(r *data.RNG) problem {
 		},
 		answer: fmt.Sprintf("C = B log2(1 + SNR) = %d * log2(1 + %d) = %d * %d = %d Mbit/s", b, s, b, k, c),
 		prose: []string{
-			fmt.Sprintf("By Shannon's formula a channel of %d MHz at a linear SNR of %d carries at most %d times log2 of %d; log2 of %d is %d, so the capacity is %d Mbit/s.", b, s, b, s+1, s+1, k, c),
-			fmt.Sprintf("One plus an SNR of %d is %d, which is 2 to the power %d. Over %d MHz that allows %d Mbit/s without errors.", s, s+1, k, b, c),
+			fmt.Sprintf("By Shannon's formula a channel of %d MHz at a linear SNR of %d carries at most %d times log2 of %d; log2 of %d is %d, and %d times %d is %d, so the capacity is %d Mbit/s.", b, s, b, s+1, s+1, k, b, k, c, c),
+			fmt.Sprintf("One plus an SNR of %d is %d, which is 2 to the power %d. Over %d MHz that allows %d * %d, which is %d Mbit/s without errors.", s, s+1, k, b, b, k, c),
 		},
 	}
 }
 
 func drawDBWToDBm(r *data.RNG) problem {
-	x := between(r, -60, 50)
+	x := between(r, -70, 70)
 	return problem{
 		task: TaskDBWToDBm,
 		prompts: []string{
@@ -244,12 +258,13 @@ func drawDBWToDBm(r *data.RNG) problem {
 		answer: fmt.Sprintf("P = %d + 30 = %d dBm", x, x+30),
 		prose: []string{
 			fmt.Sprintf("%d dBW is the same power as %d dBm, because one watt is 30 dB above one milliwatt.", x, x+30),
+			fmt.Sprintf("To turn %d dBW into dBm, add 30: %d plus 30 is %d, so the power is %d dBm.", x, x, x+30, x+30),
 		},
 	}
 }
 
 func drawDBmToDBW(r *data.RNG) problem {
-	x := between(r, -30, 80)
+	x := between(r, -40, 90)
 	return problem{
 		task: TaskDBmToDBW,
 		prompts: []string{
@@ -259,6 +274,7 @@ func drawDBmToDBW(r *data.RNG) problem {
 		answer: fmt.Sprintf("P = %d - 30 = %d dBW", x, x-30),
 		prose: []string{
 			fmt.Sprintf("A power of %d dBm is %d dBW: a milliwatt is 30 dB below a watt.", x, x-30),
+			fmt.Sprintf("To turn %d dBm into dBW, take away 30: %d - 30 is %d, so the power is %d dBW.", x, x, x-30, x-30),
 		},
 	}
 }

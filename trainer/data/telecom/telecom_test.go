@@ -188,7 +188,7 @@ func TestBuiltinSplitHasNoOverlap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(sp.Val) < 200 || len(sp.Test) < 200 {
+	if len(sp.Val) < 80 || len(sp.Test) < 80 {
 		t.Fatalf("val %d test %d", len(sp.Val), len(sp.Test))
 	}
 	rep := data.CheckOverlap(sp.Train, append(append([]data.Example{}, sp.Val...), sp.Test...), data.OverlapOptions{})
@@ -269,5 +269,108 @@ func TestWriteGeneratedJSONL(t *testing.T) {
 	}
 	if !reflect.DeepEqual(back, exs) {
 		t.Fatal("round trip changed the examples")
+	}
+}
+
+func TestSettled(t *testing.T) {
+	ex := data.Example{ID: "snr-00001", Instruction: seedPrompt, Response: seedAnswer}
+	tests := []struct {
+		gen     string
+		settled bool
+	}{
+		{"", false},
+		{"  ", false},
+		{"SNR", false},
+		{"SNR = P_rx - N = -80 - (-1", false}, // the reference so far
+		{"SNR  =  P_rx", false},               // white space is normalised
+		{"SNR = P_rx - N = -70 - (-9", false}, // another answer in the format
+		{"SNR = P_rx - N = -80 - (-100) = 20 dB", false},
+		{seedAnswer + " and more", false}, // format check decides at the end of the line
+		{seedAnswer + "\n", true},         // the line has ended
+		{"S\nNR", true},
+		{"The SNR", true}, // prose: neither the format nor the answer
+		{"SNR is", true},  // leaves the format's literal start
+		{"SNR=", true},    // the format needs a space
+		{" 20 dB above", true},
+	}
+	for _, tc := range tests {
+		if got := Settled(ex, tc.gen); got != tc.settled {
+			t.Errorf("Settled(%q) = %v, want %v", tc.gen, got, tc.settled)
+		}
+		// Settled must never hide a score: a settled prefix scores the same
+		// with any continuation.
+		if Settled(ex, tc.gen) {
+			e0, f0 := Score(ex, tc.gen)
+			for _, more := range []string{"SNR = P_rx - N = -80 - (-100) = 20 dB", " = 20 dB", "\nx"} {
+				if exact, form := Score(ex, tc.gen+more); exact != e0 || form != f0 {
+					t.Errorf("Settled(%q) but %q scores exact=%v format=%v", tc.gen, tc.gen+more, exact, form)
+				}
+			}
+		}
+	}
+	// An unknown task can only be exact.
+	other := data.Example{ID: "x", Response: "42 apples"}
+	if Settled(other, "42 ap") || !Settled(other, "42 b") {
+		t.Error("unknown task: settled only when the reference is out of reach")
+	}
+}
+
+// The data set is mostly the seed's SNR task, over the ranges whose
+// arithmetic the corpus drills.
+func TestTaskMixAndRanges(t *testing.T) {
+	exs := Generate(DefaultSeed, DefaultN)
+	per := map[string]int{}
+	for _, ex := range exs {
+		per[ex.Task]++
+		if ex.Task != TaskSNR {
+			continue
+		}
+		q := nums(t, ex.Instruction)
+		p, n := int(q[0]), int(q[1])
+		if p < -99 || p > -30 || n < -130 || n > -80 || n%5 != 0 {
+			t.Fatalf("%s: received power %d, noise %d out of range", ex.ID, p, n)
+		}
+	}
+	for task, c := range per {
+		if task != TaskSNR && c >= per[TaskSNR] {
+			t.Errorf("task %s has %d examples, snr only %d", task, c, per[TaskSNR])
+		}
+	}
+	if per[TaskSNR] < len(exs)/4 {
+		t.Errorf("snr is %d of %d examples", per[TaskSNR], len(exs))
+	}
+}
+
+// exprRE matches an arithmetic statement of the corpus: numbers joined by
+// operators, then "is" or "leaves" and the result.
+var exprRE = regexp.MustCompile(`(?:^|[\s:])((?:-?\d+|\(-?\d+\))(?: (?:minus|plus|times|-|\+|\*) (?:-?\d+|\(-?\d+\)))+) (?:is|leaves) (-?\d+)\b`)
+
+// Every arithmetic statement in the corpus is right (evaluated left to right).
+func TestCorpusArithmeticIsRight(t *testing.T) {
+	text := Corpus(DefaultSeed, 1_000_000)
+	checked := map[string]int{}
+	for _, m := range exprRE.FindAllStringSubmatch(text, -1) {
+		f := strings.Fields(strings.NewReplacer("(", "", ")", "").Replace(m[1]))
+		val, _ := strconv.Atoi(f[0])
+		for i := 1; i+1 < len(f); i += 2 {
+			x, _ := strconv.Atoi(f[i+1])
+			switch f[i] {
+			case "minus", "-":
+				val -= x
+			case "plus", "+":
+				val += x
+			case "times", "*":
+				val *= x
+			}
+			checked[f[i]]++
+		}
+		if want, _ := strconv.Atoi(m[2]); val != want {
+			t.Fatalf("corpus says %q is %s; it is %d", m[1], m[2], val)
+		}
+	}
+	for _, op := range []string{"minus", "-", "plus", "+", "times", "*"} {
+		if checked[op] < 100 {
+			t.Errorf("only %d statements with %q checked", checked[op], op)
+		}
 	}
 }
