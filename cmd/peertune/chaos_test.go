@@ -43,7 +43,10 @@ func TestChaosKillRejoin(t *testing.T) {
 	if v := os.Getenv("PEERTUNE_CHAOS_KILLS"); v != "" {
 		kills, _ = strconv.Atoi(v)
 	}
-	steps := 120 + 60*kills
+	// A fixed length, however many kills: over longer runs Adam turns the
+	// float rounding of changing world sizes into visible drift, and the
+	// comparison with the uninterrupted run would measure that, not loss.
+	const steps = 300
 	dataPath := writeData(t, 400)
 	dir := t.TempDir()
 	common := []string{"train", "--model", "tiny", "--init", "random", "--data", dataPath, "--steps", strconv.Itoa(steps),
