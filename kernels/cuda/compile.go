@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/peertune/peertune/internal/atomicfile"
 )
 
 // nvrtcOptions are the options every module is compiled with, besides the
@@ -219,30 +221,7 @@ func writeCacheFile(path string, payload []byte) error {
 	buf.WriteString(hex.EncodeToString(sum[:]))
 	buf.WriteByte('\n')
 	buf.Write(payload)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(buf.Bytes()); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return nil
+	return atomicfile.WriteFile(path, buf.Bytes(), 0o644)
 }
 
 // cacheEntries lists the cache files (tests).
