@@ -55,7 +55,8 @@ type Backend struct {
 	ints    scratch
 	attnD   scratch
 	partial scratch
-	half    scratch // bf16 copies of GEMM operands (Matmul with a bf16 weight)
+	half    [2]scratch // bf16 copies of float32 GEMM operands (Matmul with a bf16 operand)
+	stage   []scratch  // float32 copies of bf16 arguments of the other ops (mixed.go)
 
 	rope map[ropeKey]*ropeTable
 
@@ -191,8 +192,11 @@ func (be *Backend) Close() error {
 	}
 	be.closed = true
 	be.g.sync() // queued kernels may still use the scratch freed below; close reports a sticky error again
-	for _, s := range []*scratch{&be.ints, &be.attnD, &be.partial, &be.half} {
+	for _, s := range []*scratch{&be.ints, &be.attnD, &be.partial, &be.half[0], &be.half[1]} {
 		s.release(be.g)
+	}
+	for i := range be.stage {
+		be.stage[i].release(be.g)
 	}
 	for _, t := range be.rope {
 		be.g.free(t.cos)
@@ -596,12 +600,16 @@ func (be *Backend) launch(op, kernel string, grid, block [3]uint32, smem int, ar
 // and B's leading dimension is ldb ≥ N (no transpose) or ≥ K (transpose),
 // which is what a row-major op(B) of K×N needs of its row stride.
 //
-// bf16 says A and B are bfloat16 (C stays float32, accumulation float32:
-// cublasGemmEx with CUDA_R_16BF inputs and CUBLAS_COMPUTE_32F).
+// abBF16 says A and B are bfloat16 and cBF16 that C is (accumulation is
+// float32 either way: cublasGemmEx with CUDA_R_16BF and CUBLAS_COMPUTE_32F;
+// cuBLAS writes a bf16 C only from bf16 A and B).
 func (be *Backend) sgemmRowMajor(op string, transA, transB bool, M, N, K int, alpha float32,
-	a uint64, lda int, b uint64, ldb int, beta float32, c uint64, ldc int, bf16 bool) error {
+	a uint64, lda int, b uint64, ldb int, beta float32, c uint64, ldc int, abBF16, cBF16 bool) error {
 	if M == 0 || N == 0 {
 		return nil
+	}
+	if cBF16 && !abBF16 {
+		return fmt.Errorf("cuda: %s: internal error: a bf16 GEMM output needs bf16 operands", op)
 	}
 	if K == 0 {
 		// An empty sum: C = beta·C. Callers zero C themselves for beta 0
@@ -622,7 +630,8 @@ func (be *Backend) sgemmRowMajor(op string, transA, transB bool, M, N, K int, al
 		b: a, ldb: lda,
 		c: c, ldc: ldc,
 		tf32:   be.tf32,
-		abBF16: bf16,
+		abBF16: abBF16,
+		cBF16:  cBF16,
 	})
 	if err != nil {
 		return fmt.Errorf("cuda: %s: %w", op, err)

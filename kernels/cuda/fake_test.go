@@ -164,8 +164,8 @@ func (f *fakeGPU) close() error { return nil }
 // (cublas_api.h / the cuBLAS docs: lda >= max(1, rows of A as stored)).
 func (f *fakeGPU) gemm(g gemmCall) error {
 	f.gemms = append(f.gemms, g)
-	if g.cBF16 {
-		return fmt.Errorf("fake cuBLAS: bf16 output not emulated")
+	if g.cBF16 && !g.abBF16 {
+		return fmt.Errorf("fake cuBLAS: CUBLAS_STATUS_NOT_SUPPORTED (bf16 C needs bf16 A and B)")
 	}
 	rowsA, rowsB := g.m, g.k // stored rows (column-major) of A and B
 	if g.transA {
@@ -196,7 +196,17 @@ func (f *fakeGPU) gemm(g gemmCall) error {
 	}
 	A := load(g.a, (colsA-1)*g.lda+rowsA)
 	B := load(g.b, (colsB-1)*g.ldb+rowsB)
-	C := f.f32s(g.c, (g.n-1)*g.ldc+g.m)
+	// C as float32 or bf16 memory: read in float32, rounded once when stored.
+	nC := (g.n-1)*g.ldc + g.m
+	var getC func(i int) float64
+	var setC func(i int, v float32)
+	if !g.cBF16 {
+		c := f.f32s(g.c, nC)
+		getC, setC = func(i int) float64 { return float64(c[i]) }, func(i int, v float32) { c[i] = v }
+	} else {
+		h := f.u16s(g.c, nC)
+		getC, setC = func(i int) float64 { return float64(f32FromBF16(h[i])) }, func(i int, v float32) { h[i] = bf16FromF32(v) }
+	}
 	a := func(i, l int) float64 { // op(A)[i, l]
 		if g.transA {
 			return A(i*g.lda + l)
@@ -215,11 +225,11 @@ func (f *fakeGPU) gemm(g gemmCall) error {
 			for l := 0; l < g.k; l++ {
 				s += a(i, l) * b(l, j)
 			}
-			c := &C[j*g.ldc+i]
+			ci := j*g.ldc + i
 			if g.beta == 0 {
-				*c = float32(float64(g.alpha) * s)
+				setC(ci, float32(float64(g.alpha)*s))
 			} else {
-				*c = float32(float64(g.alpha)*s + float64(g.beta)*float64(*c))
+				setC(ci, float32(float64(g.alpha)*s+float64(g.beta)*getC(ci)))
 			}
 		}
 	}
@@ -317,6 +327,22 @@ func init() {
 			l.forEach(ntok*dim, func(e int) {
 				i, d := e/dim, e%dim
 				out[e] = l.f.f32s(l.p(1)+uint64(4*(int(tok[i])*dim+d)), 1)[0]
+			})
+		},
+		"pt_embedding_bf16": func(l *fakeLaunch) {
+			ntok, dim := l.l(3), l.i(4)
+			out, tok := l.F(0, ntok*dim), l.f.i32s(l.p(2), ntok)
+			l.forEach(ntok*dim, func(e int) {
+				i, d := e/dim, e%dim
+				out[e] = f32FromBF16(l.f.u16s(l.p(1)+uint64(2*(int(tok[i])*dim+d)), 1)[0])
+			})
+		},
+		"pt_embedding_bf16_bf16": func(l *fakeLaunch) {
+			ntok, dim := l.l(3), l.i(4)
+			out, tok := l.f.u16s(l.p(0), ntok*dim), l.f.i32s(l.p(2), ntok)
+			l.forEach(ntok*dim, func(e int) {
+				i, d := e/dim, e%dim
+				out[e] = l.f.u16s(l.p(1)+uint64(2*(int(tok[i])*dim+d)), 1)[0]
 			})
 		},
 		"pt_embedding_backward": func(l *fakeLaunch) {
@@ -1000,8 +1026,8 @@ func TestKernelDeclarations(t *testing.T) {
 	}
 }
 
-// TestBF16Buffers: bf16 buffers round on CopyIn, read back exactly, zero and
-// copy; the compute ops reject them with an error naming the op.
+// TestBF16Buffers: bf16 buffers round on CopyIn, read back exactly, zero,
+// copy and convert; a compute op on them rounds its float32 result once.
 func TestBF16Buffers(t *testing.T) {
 	be, _ := newFakeBackend(t, false)
 	b, err := be.Alloc(5, kernels.BF16)
@@ -1039,12 +1065,38 @@ func TestBF16Buffers(t *testing.T) {
 	if got[1] != 0 || got[0] == 0 {
 		t.Errorf("after Zero of element 1: %v", got)
 	}
-	if err := be.Scale(b, 2); err == nil {
-		t.Error("Scale of a bf16 buffer: want an error")
+	// A compute op on a bf16 buffer runs in float32 and rounds once.
+	before := append([]float32(nil), got...)
+	if err := be.Scale(b, 3); err != nil {
+		t.Fatalf("Scale of a bf16 buffer: %v", err)
 	}
+	be.CopyOut(got, b)
+	for i := range got {
+		if want := f32FromBF16(bf16FromF32(before[i] * 3)); got[i] != want {
+			t.Errorf("Scale: element %d = %v, want %v (bf16 of 3·%v)", i, got[i], want, before[i])
+		}
+	}
+	// Copy between dtypes converts both ways.
 	f, _ := be.Alloc(5, kernels.F32)
-	if err := be.Copy(f, b); err == nil {
-		t.Error("Copy from bf16 to f32: want an error")
+	if err := be.Copy(f, b); err != nil {
+		t.Fatalf("Copy bf16 -> f32: %v", err)
+	}
+	fb := make([]float32, 5)
+	be.CopyOut(fb, f)
+	for i := range fb {
+		if fb[i] != got[i] {
+			t.Errorf("Copy bf16 -> f32: element %d = %v, want %v", i, fb[i], got[i])
+		}
+	}
+	be.CopyIn(f, in)
+	if err := be.Copy(b, f); err != nil {
+		t.Fatalf("Copy f32 -> bf16: %v", err)
+	}
+	be.CopyOut(got, b)
+	for i, v := range in {
+		if want := f32FromBF16(bf16FromF32(v)); got[i] != want {
+			t.Errorf("Copy f32 -> bf16: element %d = %v, want %v", i, got[i], want)
+		}
 	}
 }
 

@@ -100,9 +100,9 @@ func attnFwdSmem(d int) int { return 4 * (2*attnTile*(d+1) + attnWarps*d) }
 func attnDQSmem(d int) int  { return 4 * (2*attnTile*(d+1) + 2*attnWarps*d) }
 func attnDKVSmem(d int) int { return 4 * (2*attnTile*(d+1) + 2*attnTile + 2*attnWarps*d) }
 
-// Attention is causal grouped-query attention, flash-attention style
+// attentionF32 is Attention on float32 buffers: causal grouped-query attention, flash-attention style
 // (src/attention.cu): out and lse, no [seq, seq] matrix.
-func (be *Backend) Attention(out, lse, q, k, v kernels.Buffer, batch, seq, heads, kvHeads, headDim int) error {
+func (be *Backend) attentionF32(out, lse, q, k, v kernels.Buffer, batch, seq, heads, kvHeads, headDim int) error {
 	const op = "Attention"
 	sh, err := checkAttention(op, batch, seq, heads, kvHeads, headDim)
 	if err != nil {
@@ -123,11 +123,11 @@ func (be *Backend) Attention(out, lse, q, k, v kernels.Buffer, batch, seq, heads
 		argI(seq), argI(heads), argI(kvHeads), argI(headDim), argF(sh.scale))
 }
 
-// AttentionBackward adds into dq, dk, dv (each may be nil). It computes
+// attentionBackwardF32 is AttentionBackward on float32 buffers: adds into dq, dk, dv (each may be nil). It computes
 // D = rowsum(dO∘O) into a scratch buffer, then runs the dQ pass (one warp
 // per query row) and the dK/dV pass (one warp per key row); every output
 // element has one writer.
-func (be *Backend) AttentionBackward(dq, dk, dv, dOut, q, k, v, out, lse kernels.Buffer, batch, seq, heads, kvHeads, headDim int) error {
+func (be *Backend) attentionBackwardF32(dq, dk, dv, dOut, q, k, v, out, lse kernels.Buffer, batch, seq, heads, kvHeads, headDim int) error {
 	const op = "AttentionBackward"
 	sh, err := checkAttention(op, batch, seq, heads, kvHeads, headDim)
 	if err != nil {

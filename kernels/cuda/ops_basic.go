@@ -27,8 +27,9 @@ func (be *Backend) Zero(b kernels.Buffer) error {
 	return nil
 }
 
-// Copy copies src into dst (same length and dtype). Overlapping views are
-// copied through a temporary buffer (memmove semantics).
+// Copy copies src into dst (same length). Overlapping views are copied
+// through a temporary buffer (memmove semantics). Between float32 and bf16
+// it converts (rounding to nearest even into bf16; widening is exact).
 func (be *Backend) Copy(dst, src kernels.Buffer) error {
 	const op = "Copy"
 	d, err := be.anyBuf(op, "dst", dst)
@@ -43,7 +44,16 @@ func (be *Backend) Copy(dst, src kernels.Buffer) error {
 		return err
 	}
 	if d.a.dt != s.a.dt {
-		return fmt.Errorf("cuda: %s: dst is %v, src is %v", op, d.a.dt, s.a.dt)
+		// A conversion (views of different dtypes never share memory): how a
+		// float32 master copy refreshes its bf16 working copy.
+		if d.n == 0 {
+			return nil
+		}
+		kernel := "pt_cvt_f32_to_bf16"
+		if s.a.dt == kernels.BF16 {
+			kernel = "pt_cvt_bf16_to_f32"
+		}
+		return be.launch(op, kernel, grid1(d.n), block1, 0, argP(d.ptr()), argP(s.ptr()), argL(int64(d.n)))
 	}
 	if d.n == 0 || d.same(s) {
 		return nil
@@ -89,8 +99,8 @@ func (be *Backend) three(op string, names [3]string, x, y, z kernels.Buffer) (a,
 	return
 }
 
-// Add computes out = a + b (out may alias a or b).
-func (be *Backend) Add(out, a, b kernels.Buffer) error {
+// addF32 is Add on float32 buffers: computes out = a + b (out may alias a or b).
+func (be *Backend) addF32(out, a, b kernels.Buffer) error {
 	o, x, y, err := be.three("Add", [3]string{"out", "a", "b"}, out, a, b)
 	if err != nil {
 		return err
@@ -98,8 +108,8 @@ func (be *Backend) Add(out, a, b kernels.Buffer) error {
 	return be.launch("Add", "pt_add", grid1(o.n), block1, 0, argP(o.ptr()), argP(x.ptr()), argP(y.ptr()), argL(int64(o.n)))
 }
 
-// Scale computes b *= s.
-func (be *Backend) Scale(b kernels.Buffer, s float32) error {
+// scaleF32 is Scale on float32 buffers: computes b *= s.
+func (be *Backend) scaleF32(b kernels.Buffer, s float32) error {
 	x, err := be.buf("Scale", "b", b)
 	if err != nil {
 		return err
@@ -107,8 +117,8 @@ func (be *Backend) Scale(b kernels.Buffer, s float32) error {
 	return be.launch("Scale", "pt_scale", grid1(x.n), block1, 0, argP(x.ptr()), argF(s), argL(int64(x.n)))
 }
 
-// SwiGLU computes out = silu(gate) * up.
-func (be *Backend) SwiGLU(out, gate, up kernels.Buffer) error {
+// swiGLUF32 is SwiGLU on float32 buffers: computes out = silu(gate) * up.
+func (be *Backend) swiGLUF32(out, gate, up kernels.Buffer) error {
 	o, g, u, err := be.three("SwiGLU", [3]string{"out", "gate", "up"}, out, gate, up)
 	if err != nil {
 		return err
@@ -116,8 +126,8 @@ func (be *Backend) SwiGLU(out, gate, up kernels.Buffer) error {
 	return be.launch("SwiGLU", "pt_swiglu", grid1(o.n), block1, 0, argP(o.ptr()), argP(g.ptr()), argP(u.ptr()), argL(int64(o.n)))
 }
 
-// SwiGLUBackward adds the gradients w.r.t. gate and up (either may be nil).
-func (be *Backend) SwiGLUBackward(dGate, dUp, dOut, gate, up kernels.Buffer) error {
+// swiGLUBackwardF32 is SwiGLUBackward on float32 buffers: adds the gradients w.r.t. gate and up (either may be nil).
+func (be *Backend) swiGLUBackwardF32(dGate, dUp, dOut, gate, up kernels.Buffer) error {
 	const op = "SwiGLUBackward"
 	dg, err := be.optBuf(op, "dGate", dGate)
 	if err != nil {
@@ -157,9 +167,9 @@ func dropoutThreshold(op string, p float32) (uint64, error) {
 	return uint64(float64(p) * (1 << 24)), nil
 }
 
-// Dropout computes out = in·mask/(1−p) with the CPU backend's mask; p == 0
+// dropoutF32 is Dropout on float32 buffers: computes out = in·mask/(1−p) with the CPU backend's mask; p == 0
 // is a copy.
-func (be *Backend) Dropout(out, in kernels.Buffer, p float32, seed uint64) error {
+func (be *Backend) dropoutF32(out, in kernels.Buffer, p float32, seed uint64) error {
 	const op = "Dropout"
 	th, err := dropoutThreshold(op, p)
 	if err != nil {
@@ -184,8 +194,8 @@ func (be *Backend) Dropout(out, in kernels.Buffer, p float32, seed uint64) error
 		argP(o.ptr()), argP(x.ptr()), argL(int64(o.n)), argU(seed), argU(th), argF(inv))
 }
 
-// DropoutBackward adds dOut·mask/(1−p) into dIn (nil dIn: nothing to do).
-func (be *Backend) DropoutBackward(dIn, dOut kernels.Buffer, p float32, seed uint64) error {
+// dropoutBackwardF32 is DropoutBackward on float32 buffers: adds dOut·mask/(1−p) into dIn (nil dIn: nothing to do).
+func (be *Backend) dropoutBackwardF32(dIn, dOut kernels.Buffer, p float32, seed uint64) error {
 	const op = "DropoutBackward"
 	th, err := dropoutThreshold(op, p)
 	if err != nil {
@@ -214,8 +224,8 @@ func (be *Backend) DropoutBackward(dIn, dOut kernels.Buffer, p float32, seed uin
 		argP(di.ptr()), argP(do.ptr()), argL(int64(di.n)), argU(seed), argU(th), argF(inv), argI(keepAll))
 }
 
-// AdamW updates params in place (decoupled weight decay), fused.
-func (be *Backend) AdamW(params, grads, m, v kernels.Buffer, p kernels.AdamWParams) error {
+// adamWF32 is AdamW on float32 buffers: updates params in place (decoupled weight decay), fused.
+func (be *Backend) adamWF32(params, grads, m, v kernels.Buffer, p kernels.AdamWParams) error {
 	const op = "AdamW"
 	names := []string{"params", "grads", "m", "v"}
 	bufs := make([]*Buffer, 4)
@@ -256,8 +266,8 @@ func (be *Backend) AdamW(params, grads, m, v kernels.Buffer, p kernels.AdamWPara
 // result's bits, are the same on every run.
 const sumSquaresBlocks = 1024
 
-// SumSquares writes Σ in[i]² into out[0], accumulated in float64.
-func (be *Backend) SumSquares(out, in kernels.Buffer) error {
+// sumSquaresF32 is SumSquares on float32 buffers: writes Σ in[i]² into out[0], accumulated in float64.
+func (be *Backend) sumSquaresF32(out, in kernels.Buffer) error {
 	const op = "SumSquares"
 	o, err := be.buf(op, "out", out)
 	if err != nil {

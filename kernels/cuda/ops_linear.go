@@ -41,14 +41,16 @@ func embeddingShapes(op string, rows, table *Buffer, rowsName, tableName string,
 	return checkTokens(op, tokens, vocab)
 }
 
-// Embedding gathers out[i, :] = table[tokens[i], :].
+// Embedding gathers out[i, :] = table[tokens[i], :]. The table may be
+// bf16 (frozen base embeddings), read by the gather itself; a bf16 out from a
+// float32 table is staged (mixed.go).
 func (be *Backend) Embedding(out, table kernels.Buffer, tokens []int32, vocab, dim int) error {
 	const op = "Embedding"
-	o, err := be.buf(op, "out", out)
+	o, err := be.anyBuf(op, "out", out)
 	if err != nil {
 		return err
 	}
-	tb, err := be.buf(op, "table", table)
+	tb, err := be.anyBuf(op, "table", table)
 	if err != nil {
 		return err
 	}
@@ -61,17 +63,33 @@ func (be *Backend) Embedding(out, table kernels.Buffer, tokens []int32, vocab, d
 	if o.n == 0 {
 		return nil
 	}
+	kernel := "pt_embedding"
+	switch {
+	case tb.a.dt == kernels.BF16 && o.a.dt == kernels.BF16:
+		kernel = "pt_embedding_bf16_bf16"
+	case tb.a.dt == kernels.BF16:
+		kernel = "pt_embedding_bf16"
+	case o.a.dt == kernels.BF16:
+		return be.mixed(op, []mArg{{"out", out, roleOut}, {"table", table, roleAsIs}},
+			func(x []kernels.Buffer) error { return be.Embedding(x[0], x[1], tokens, vocab, dim) })
+	}
 	tok, err := be.uploadInts(op, tokens)
 	if err != nil {
 		return err
 	}
-	return be.launch(op, "pt_embedding", grid1(o.n), block1, 0,
+	return be.launch(op, kernel, grid1(o.n), block1, 0,
 		argP(o.ptr()), argP(tb.ptr()), argP(tok), argL(int64(len(tokens))), argI(dim))
 }
 
 // EmbeddingBackward adds dTable[tokens[i], :] += dOut[i, :] (nil dTable:
-// a frozen embedding, nothing to do once the arguments check out).
+// a frozen embedding, nothing to do once the arguments check out). bf16
+// arguments are staged (mixed.go).
 func (be *Backend) EmbeddingBackward(dTable, dOut kernels.Buffer, tokens []int32, vocab, dim int) error {
+	return be.mixed("EmbeddingBackward", []mArg{{"dTable", dTable, roleAcc}, {"dOut", dOut, roleIn}},
+		func(x []kernels.Buffer) error { return be.embeddingBackwardF32(x[0], x[1], tokens, vocab, dim) })
+}
+
+func (be *Backend) embeddingBackwardF32(dTable, dOut kernels.Buffer, tokens []int32, vocab, dim int) error {
 	const op = "EmbeddingBackward"
 	dt, err := be.optBuf(op, "dTable", dTable)
 	if err != nil {
@@ -120,23 +138,32 @@ func checkGemmShape(op string, m, k, n int) error {
 // op(A) = (wᵀ)ᵀ = w [n,k]; in read column-major is inᵀ [k,m] (ld k) = op(B);
 // C = w·inᵀ = (in·wᵀ)ᵀ [n,m] column-major (ld n), which is out [m,n]
 // row-major.
+//
+// dtypes: when in or w is bf16 the GEMM runs on bf16 tensor cores with
+// float32 accumulation (cublasGemmEx, CUBLAS_COMPUTE_32F); the other
+// operand, if float32, is rounded to a bf16 copy first (cuBLAS has no mixed
+// bf16×f32 GEMM). out is float32 or bf16 (cuBLAS rounds C once, after
+// adding beta·C in float32). A bf16 out from float32 operands, or with a
+// bias, is staged through float32 (mixed.go).
 func (be *Backend) Matmul(out, in, w, bias kernels.Buffer, m, k, n int, scale float32, accumulate bool) error {
 	const op = "Matmul"
-	o, err := be.buf(op, "out", out)
+	o, err := be.anyBuf(op, "out", out)
 	if err != nil {
 		return err
 	}
-	x, err := be.buf(op, "in", in)
+	x, err := be.anyBuf(op, "in", in)
 	if err != nil {
 		return err
 	}
-	wt, err := be.weight(op, w)
+	wt, err := be.anyBuf(op, "w", w)
 	if err != nil {
 		return err
 	}
-	bs, err := be.optBuf(op, "bias", bias)
-	if err != nil {
-		return err
+	var bs *Buffer
+	if !isNilBuffer(bias) {
+		if bs, err = be.anyBuf(op, "bias", bias); err != nil {
+			return err
+		}
 	}
 	if err := checkGemmShape(op, m, k, n); err != nil {
 		return err
@@ -161,18 +188,19 @@ func (be *Backend) Matmul(out, in, w, bias kernels.Buffer, m, k, n int, scale fl
 	if m == 0 || n == 0 {
 		return nil
 	}
+	bf := x.a.dt == kernels.BF16 || wt.a.dt == kernels.BF16
+	outBF := o.a.dt == kernels.BF16
+	if (bs != nil && bs.a.dt == kernels.BF16) || (outBF && (bs != nil || !bf)) {
+		r := roleOut
+		if accumulate {
+			r = roleAcc
+		}
+		return be.mixed(op, []mArg{{"out", out, r}, {"bias", bias, roleIn}, {"in", in, roleAsIs}, {"w", w, roleAsIs}},
+			func(b []kernels.Buffer) error { return be.Matmul(b[0], in, w, b[1], m, k, n, scale, accumulate) })
+	}
 	beta := float32(0)
 	if accumulate {
 		beta = 1
-	}
-	// A bf16 weight (frozen base weights stored in bf16) multiplies a bf16
-	// copy of in: cuBLAS has no mixed bf16×f32 GEMM.
-	wBF16 := wt.a.dt == kernels.BF16
-	xa := x.ptr()
-	if wBF16 && k > 0 {
-		if xa, err = be.toBF16(op, x); err != nil {
-			return err
-		}
 	}
 	if k == 0 {
 		// Nothing to multiply (cuBLAS would reject lda = 0): out = beta·out.
@@ -181,8 +209,19 @@ func (be *Backend) Matmul(out, in, w, bias kernels.Buffer, m, k, n int, scale fl
 				return fmt.Errorf("cuda: %s: %w", op, err)
 			}
 		}
-	} else if err := be.sgemmRowMajor(op, false, true, m, n, k, scale, xa, k, wt.ptr(), k, beta, o.ptr(), n, wBF16); err != nil {
-		return err
+	} else {
+		xa, wa := x.ptr(), wt.ptr()
+		if bf {
+			if xa, err = be.bf16Operand(op, 0, x); err != nil {
+				return err
+			}
+			if wa, err = be.bf16Operand(op, 1, wt); err != nil {
+				return err
+			}
+		}
+		if err := be.sgemmRowMajor(op, false, true, m, n, k, scale, xa, k, wa, k, beta, o.ptr(), n, bf, outBF); err != nil {
+			return err
+		}
 	}
 	if bs == nil {
 		return nil
@@ -203,36 +242,41 @@ func (be *Backend) Matmul(out, in, w, bias kernels.Buffer, m, k, n int, scale fl
 //	dBias[n] += Σ_m dOut[m,n]: column sums (pt_col_sums, float64)
 //
 // Each nil gradient output is skipped, and then its operand may be nil too.
+// dtypes as in Matmul: a GEMM with a bf16 operand runs in bf16 with float32
+// accumulation into the (float32) gradient, after rounding its float32
+// operand (dOut, made once and used by both GEMMs) to bf16. bf16 gradient
+// outputs, and a bf16 dOut with dBias, are staged through float32.
 func (be *Backend) MatmulBackward(dIn, dW, dBias, dOut, in, w kernels.Buffer, m, k, n int, scale float32) error {
 	const op = "MatmulBackward"
 	if err := checkGemmShape(op, m, k, n); err != nil {
 		return err
 	}
-	do, err := be.buf(op, "dOut", dOut)
+	do, err := be.anyBuf(op, "dOut", dOut)
 	if err != nil {
 		return err
 	}
 	if err := wantLen(op, "dOut", do, m*n, "m*n"); err != nil {
 		return err
 	}
-	di, err := be.optBuf(op, "dIn", dIn)
-	if err != nil {
-		return err
-	}
-	dw, err := be.optBuf(op, "dW", dW)
-	if err != nil {
-		return err
-	}
-	db, err := be.optBuf(op, "dBias", dBias)
-	if err != nil {
-		return err
+	var di, dw, db *Buffer
+	for _, g := range []struct {
+		name string
+		b    kernels.Buffer
+		to   **Buffer
+	}{{"dIn", dIn, &di}, {"dW", dW, &dw}, {"dBias", dBias, &db}} {
+		if isNilBuffer(g.b) {
+			continue
+		}
+		if *g.to, err = be.anyBuf(op, g.name, g.b); err != nil {
+			return err
+		}
 	}
 	var x, wt *Buffer
 	if di != nil {
 		if err := wantLen(op, "dIn", di, m*k, "m*k"); err != nil {
 			return err
 		}
-		if wt, err = be.weight(op, w); err != nil {
+		if wt, err = be.anyBuf(op, "w", w); err != nil {
 			return err
 		}
 		if err := wantLen(op, "w", wt, n*k, "n*k"); err != nil {
@@ -246,7 +290,7 @@ func (be *Backend) MatmulBackward(dIn, dW, dBias, dOut, in, w kernels.Buffer, m,
 		if err := wantLen(op, "dW", dw, n*k, "n*k"); err != nil {
 			return err
 		}
-		if x, err = be.buf(op, "in (needed for dW)", in); err != nil {
+		if x, err = be.anyBuf(op, "in (needed for dW)", in); err != nil {
 			return err
 		}
 		if err := wantLen(op, "in", x, m*k, "m*k"); err != nil {
@@ -264,20 +308,62 @@ func (be *Backend) MatmulBackward(dIn, dW, dBias, dOut, in, w kernels.Buffer, m,
 			return fmt.Errorf("cuda: %s: dBias overlaps dOut", op)
 		}
 	}
-	if di != nil {
-		wBF16 := wt.a.dt == kernels.BF16
-		dOutA := do.ptr()
-		if wBF16 && n > 0 {
-			if dOutA, err = be.toBF16(op, do); err != nil {
+	is16 := func(b *Buffer) bool { return b != nil && b.a.dt == kernels.BF16 }
+	if is16(di) || is16(dw) || is16(db) || (db != nil && is16(do)) {
+		dOutRole := roleAsIs
+		if db != nil {
+			dOutRole = roleIn
+		}
+		return be.mixed(op, []mArg{{"dIn", dIn, roleAcc}, {"dW", dW, roleAcc}, {"dBias", dBias, roleAcc},
+			{"dOut", dOut, dOutRole}, {"in", in, roleAsIs}, {"w", w, roleAsIs}},
+			func(b []kernels.Buffer) error {
+				return be.MatmulBackward(b[0], b[1], b[2], b[3], in, w, m, k, n, scale)
+			})
+	}
+	// dOut as the GEMMs read it: float32, or a bf16 copy made at most once.
+	dOutBF := uint64(0)
+	dOutFor := func(bf bool) (uint64, error) {
+		if !bf {
+			return do.ptr(), nil
+		}
+		if dOutBF == 0 {
+			p, err := be.bf16Operand(op, 0, do)
+			if err != nil {
+				return 0, err
+			}
+			dOutBF = p
+		}
+		return dOutBF, nil
+	}
+	if di != nil && n > 0 {
+		bf := is16(do) || is16(wt)
+		da, err := dOutFor(bf)
+		if err != nil {
+			return err
+		}
+		wa := wt.ptr()
+		if bf {
+			if wa, err = be.bf16Operand(op, 1, wt); err != nil {
 				return err
 			}
 		}
-		if err := be.sgemmRowMajor(op, false, false, m, k, n, scale, dOutA, n, wt.ptr(), k, 1, di.ptr(), k, wBF16); err != nil {
+		if err := be.sgemmRowMajor(op, false, false, m, k, n, scale, da, n, wa, k, 1, di.ptr(), k, bf, false); err != nil {
 			return err
 		}
 	}
-	if dw != nil {
-		if err := be.sgemmRowMajor(op, true, false, n, k, m, scale, do.ptr(), n, x.ptr(), k, 1, dw.ptr(), k, false); err != nil {
+	if dw != nil && m > 0 {
+		bf := is16(do) || is16(x)
+		da, err := dOutFor(bf)
+		if err != nil {
+			return err
+		}
+		xa := x.ptr()
+		if bf {
+			if xa, err = be.bf16Operand(op, 1, x); err != nil {
+				return err
+			}
+		}
+		if err := be.sgemmRowMajor(op, true, false, n, k, m, scale, da, n, xa, k, 1, dw.ptr(), k, bf, false); err != nil {
 			return err
 		}
 	}
@@ -285,24 +371,4 @@ func (be *Backend) MatmulBackward(dIn, dW, dBias, dOut, in, w kernels.Buffer, m,
 		return be.launch(op, "pt_col_sums", grid1(n), block1, 0, argP(db.ptr()), argP(do.ptr()), argI(m), argI(n))
 	}
 	return nil
-}
-
-// weight resolves a Matmul weight: float32, or bfloat16 for a frozen base
-// weight stored at half the memory (its gradient dW, if any, is float32).
-func (be *Backend) weight(op string, w kernels.Buffer) (*Buffer, error) {
-	return be.anyBuf(op, "w", w)
-}
-
-// toBF16 converts a float32 buffer into the bf16 scratch (round to nearest
-// even) and returns the scratch's address. The scratch is reused by the
-// next call; stream order keeps the GEMM that reads it before that.
-func (be *Backend) toBF16(op string, x *Buffer) (uint64, error) {
-	p, err := be.half.ensure(be.g, 2*x.n)
-	if err != nil {
-		return 0, fmt.Errorf("cuda: %s: bf16 scratch: %w", op, err)
-	}
-	if err := be.launch(op, "pt_cvt_f32_to_bf16", grid1(x.n), block1, 0, argP(p), argP(x.ptr()), argL(int64(x.n))); err != nil {
-		return 0, err
-	}
-	return p, nil
 }

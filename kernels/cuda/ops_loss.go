@@ -6,10 +6,10 @@ import (
 	"github.com/peertune/peertune/kernels"
 )
 
-// CrossEntropy is softmax cross-entropy fused with its gradient, one block
+// crossEntropyF32 is CrossEntropy on float32 buffers: softmax cross-entropy fused with its gradient, one block
 // per row (src/cross_entropy.cu). dlogits is overwritten and may alias
 // logits exactly; nil dlogits computes the losses only.
-func (be *Backend) CrossEntropy(losses, dlogits, logits kernels.Buffer, targets []int32, rows, vocab int, gradScale float32) error {
+func (be *Backend) crossEntropyF32(losses, dlogits, logits kernels.Buffer, targets []int32, rows, vocab int, gradScale float32) error {
 	const op = "CrossEntropy"
 	ls, err := be.buf(op, "losses", losses)
 	if err != nil {

@@ -36,9 +36,9 @@ func checkRowsDim(op string, rows, dim int, aName string, a *Buffer, bName strin
 	return wantLen(op, "weight", w, dim, "dim")
 }
 
-// RMSNorm computes rstd[r] = 1/sqrt(mean(in[r,:]²) + eps) and
+// rmsNormF32 is RMSNorm on float32 buffers: computes rstd[r] = 1/sqrt(mean(in[r,:]²) + eps) and
 // out[r,:] = in[r,:]·rstd[r]·weight. out may alias in.
-func (be *Backend) RMSNorm(out, rstd, in, weight kernels.Buffer, rows, dim int, eps float32) error {
+func (be *Backend) rmsNormF32(out, rstd, in, weight kernels.Buffer, rows, dim int, eps float32) error {
 	const op = "RMSNorm"
 	o, err := be.buf(op, "out", out)
 	if err != nil {
@@ -69,9 +69,9 @@ func (be *Backend) RMSNorm(out, rstd, in, weight kernels.Buffer, rows, dim int, 
 		argP(o.ptr()), argP(rs.ptr()), argP(x.ptr()), argP(w.ptr()), argI(rows), argI(dim), argF(eps))
 }
 
-// RMSNormBackward adds the gradients w.r.t. in and weight (either may be
+// rmsNormBackwardF32 is RMSNormBackward on float32 buffers: adds the gradients w.r.t. in and weight (either may be
 // nil). dWeight is computed first, so dIn may alias in or dOut.
-func (be *Backend) RMSNormBackward(dIn, dWeight, dOut, in, weight, rstd kernels.Buffer, rows, dim int) error {
+func (be *Backend) rmsNormBackwardF32(dIn, dWeight, dOut, in, weight, rstd kernels.Buffer, rows, dim int) error {
 	const op = "RMSNormBackward"
 	di, err := be.optBuf(op, "dIn", dIn)
 	if err != nil {
@@ -238,9 +238,9 @@ func (be *Backend) ropeSetup(op string, a, b *Buffer, aName, bName string, posit
 	return t, nil
 }
 
-// RoPE rotates each head by its row's position (rotate-half convention).
+// ropeF32 is RoPE on float32 buffers: rotates each head by its row's position (rotate-half convention).
 // out may alias in.
-func (be *Backend) RoPE(out, in kernels.Buffer, positions []int32, rows, heads, headDim int, theta float32) error {
+func (be *Backend) ropeF32(out, in kernels.Buffer, positions []int32, rows, heads, headDim int, theta float32) error {
 	const op = "RoPE"
 	o, err := be.buf(op, "out", out)
 	if err != nil {
@@ -265,9 +265,9 @@ func (be *Backend) RoPE(out, in kernels.Buffer, positions []int32, rows, heads, 
 		argP(o.ptr()), argP(x.ptr()), argP(pos), argP(t.cos), argP(t.sin), argI(rows), argI(heads), argI(headDim))
 }
 
-// RoPEBackward adds the inverse rotation of dOut into dIn; a nil dIn (not
+// ropeBackwardF32 is RoPEBackward on float32 buffers: adds the inverse rotation of dOut into dIn; a nil dIn (not
 // needed) only checks the arguments.
-func (be *Backend) RoPEBackward(dIn, dOut kernels.Buffer, positions []int32, rows, heads, headDim int, theta float32) error {
+func (be *Backend) ropeBackwardF32(dIn, dOut kernels.Buffer, positions []int32, rows, heads, headDim int, theta float32) error {
 	const op = "RoPEBackward"
 	di, err := be.optBuf(op, "dIn", dIn)
 	if err != nil {

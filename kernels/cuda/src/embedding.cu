@@ -21,3 +21,22 @@ extern "C" __global__ void pt_embedding_backward(float *dtable, const float *dou
     }
   }
 }
+
+// Embedding from a bf16 table (frozen base embeddings stored in bf16): the
+// same gather, widening each element to float32 ...
+extern "C" __global__ void pt_embedding_bf16(float *out, const unsigned short *table, const int *tokens, i64 ntok, int dim) {
+  PT_FOR(e, ntok * dim) {
+    const i64 i = e / dim;
+    const int d = (int)(e - i * dim);
+    out[e] = pt_bf16_to_f32(table[(i64)tokens[i] * dim + d]);
+  }
+}
+
+// ... or copying the bf16 bits as they are into a bf16 out.
+extern "C" __global__ void pt_embedding_bf16_bf16(unsigned short *out, const unsigned short *table, const int *tokens, i64 ntok, int dim) {
+  PT_FOR(e, ntok * dim) {
+    const i64 i = e / dim;
+    const int d = (int)(e - i * dim);
+    out[e] = table[(i64)tokens[i] * dim + d];
+  }
+}
