@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/peertune/peertune/kernels"
 	"github.com/peertune/peertune/trainer/model"
 )
 
@@ -50,6 +51,9 @@ type Config struct {
 	GradClip    float64 `yaml:"grad_clip"` // 0 = no clipping
 	Seed        uint64  `yaml:"seed"`
 	Recompute   bool    `yaml:"recompute"`
+	// Precision: auto (bf16 on a GPU, f32 on the CPU), f32 or bf16 (GPU
+	// only): see model.Options.Precision.
+	Precision string `yaml:"precision"`
 
 	EvalEvery    int     `yaml:"eval_every"` // 0 = never during training
 	Patience     int     `yaml:"patience"`   // evaluations without improvement before stopping; 0 = never stop early
@@ -86,7 +90,7 @@ func DefaultConfig() Config {
 		Steps: 0, Epochs: 4, Batch: 16, MicroBatch: 16, SeqLen: 384,
 		LR: 5e-3, Warmup: 20, WeightDecay: 0.0, GradClip: 1.0, Seed: 1,
 		EvalEvery: 50, Patience: 3, EvalExamples: 100, ValFraction: 0.05, TestFraction: 0.05,
-		CheckEvery: 10, Keep: 3, Out: "out",
+		CheckEvery: 10, Keep: 3, Out: "out", Precision: "auto",
 	}
 }
 
@@ -126,6 +130,9 @@ func (c *Config) Validate() error {
 		if _, err := model.ParseTargets(c.LoRATargets); err != nil {
 			return fmt.Errorf("--lora-targets: %w", err)
 		}
+	}
+	if _, err := c.ResolvePrecision(true); err != nil { // whether it needs a GPU is checked when the device is known
+		return err
 	}
 	switch {
 	case c.Steps < 0:
@@ -188,4 +195,24 @@ func (c Config) CanonicalJSON() []byte {
 func (c Config) Hash() string {
 	sum := sha256.Sum256(c.CanonicalJSON())
 	return hex.EncodeToString(sum[:])
+}
+
+// ResolvePrecision is the model precision for a run on a GPU (cuda) or the
+// CPU: --precision, with auto meaning bf16 on a GPU and f32 on the CPU.
+func (c *Config) ResolvePrecision(cuda bool) (kernels.DType, error) {
+	switch c.Precision {
+	case "auto", "":
+		if cuda {
+			return kernels.BF16, nil
+		}
+		return kernels.F32, nil
+	case "f32", "fp32", "float32":
+		return kernels.F32, nil
+	case "bf16", "bfloat16":
+		if !cuda {
+			return 0, fmt.Errorf("--precision %s needs a GPU (--device cuda): the CPU backend computes in float32", c.Precision)
+		}
+		return kernels.BF16, nil
+	}
+	return 0, fmt.Errorf("--precision %q: want auto, f32 or bf16", c.Precision)
 }

@@ -263,6 +263,11 @@ func NewSession(cfg Config, be kernels.Backend, log *zap.Logger, jio JobIO) (*Se
 	if err != nil {
 		return nil, err
 	}
+	if opts.Precision, err = cfg.ResolvePrecision(jio.CUDA); err != nil {
+		return nil, err
+	}
+	log.Info("precision", zap.Stringer("compute", opts.Precision), zap.String("flag", cfg.Precision),
+		zap.String("master_weights", "f32"), zap.String("optimizer_state", "f32"))
 	if jio.MemBudget > 0 {
 		if err := planMemory(&cfg, &opts, src.Config, jio, log); err != nil {
 			return nil, err
@@ -308,8 +313,13 @@ func planMemory(cfg *Config, opts *model.Options, mc model.Config, jio JobIO, lo
 	mo := memory.FromModel(*opts)
 	mo.SeqLen, mo.Device, mo.Threads = cfg.SeqLen, memory.CPU, jio.Threads
 	if jio.CUDA {
-		// peertune's model keeps every buffer in f32 on the GPU too.
 		mo.Device, mo.ActDType, mo.BaseDType = memory.CUDA, memory.F32, memory.F32
+		if opts.Precision == kernels.BF16 {
+			mo.ActDType = memory.BF16
+			if opts.Method == model.MethodLoRA {
+				mo.BaseDType = memory.BF16
+			}
+		}
 	}
 	ch, err := memory.Plan(mc, mo, jio.MemBudget, min(cfg.MicroBatch, cfg.Batch))
 	if err != nil {

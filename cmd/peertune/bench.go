@@ -12,6 +12,7 @@ import (
 	"github.com/peertune/peertune/kernels"
 	"github.com/peertune/peertune/kernels/cpu"
 	"github.com/peertune/peertune/kernels/cuda"
+	"github.com/peertune/peertune/trainer"
 	"github.com/peertune/peertune/trainer/model"
 )
 
@@ -92,7 +93,7 @@ func newBenchStepCmd(g *globalOptions) *cobra.Command {
 		seqLen, microBatch, steps  int
 		rank                       int
 		recompute, asJSON          bool
-		device                     string
+		device, precision          string
 	)
 	cmd := &cobra.Command{
 		Use:   "step",
@@ -129,14 +130,19 @@ than full steps: frozen base weights get no weight gradient.`,
 			if err != nil {
 				return err
 			}
+			_, onGPU := be.(*cuda.Backend)
+			pc := trainer.Config{Precision: precision}
+			if opts.Precision, err = pc.ResolvePrecision(onGPU); err != nil {
+				return err
+			}
 			res, err := benchStep(be, cfg, opts, seqLen, microBatch, steps)
 			if err != nil {
 				return err
 			}
 			res["model"] = modelName
 			return printResult(cmd.OutOrStdout(), asJSON, res, fmt.Sprintf(
-				"%s %s seq %d × mb %d: %.0f tokens/s, %.1f GFLOP/s achieved vs %.1f GEMM (%.2f)",
-				modelName, method, seqLen, microBatch, res["tokens_per_s"], res["achieved_gflops"], res["gemm_gflops"], res["mfu_vs_gemm"]))
+				"%s %s %s seq %d × mb %d: %.0f tokens/s, %.1f GFLOP/s achieved vs %.1f GEMM (%.2f)",
+				modelName, method, opts.Precision, seqLen, microBatch, res["tokens_per_s"], res["achieved_gflops"], res["gemm_gflops"], res["mfu_vs_gemm"]))
 		},
 	}
 	f := cmd.Flags()
@@ -150,6 +156,7 @@ than full steps: frozen base weights get no weight gradient.`,
 	f.BoolVar(&recompute, "recompute", false, "recompute activations in the backward pass")
 	f.BoolVar(&asJSON, "json", false, "print one JSON line")
 	f.StringVar(&device, "device", "cpu", "auto, cpu or cuda")
+	f.StringVar(&precision, "precision", "auto", "auto (bf16 on a GPU, f32 on the CPU), f32 or bf16")
 	return cmd
 }
 
@@ -195,7 +202,16 @@ func benchStep(be kernels.Backend, cfg model.Config, opts model.Options, seq, ro
 	}
 	// The GEMM rate is measured right before and right after the steps and
 	// averaged, so that the ratio compares like with like on a noisy machine.
-	gemmBefore, _, err := gemmGFLOPS(be, 1024, 5, "f32")
+	// The reference GEMM is in the step's precision; on a GPU a 1024^3
+	// GEMM is too small to fill the device, so it is 8192^3 there.
+	gemmSize, gemmDT := 1024, "f32"
+	if _, onGPU := be.(*cuda.Backend); onGPU {
+		gemmSize = 8192
+	}
+	if opts.Precision == kernels.BF16 {
+		gemmDT = "bf16"
+	}
+	gemmBefore, _, err := gemmGFLOPS(be, gemmSize, 5, gemmDT)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +222,7 @@ func benchStep(be kernels.Backend, cfg model.Config, opts model.Options, seq, ro
 		}
 	}
 	elapsed := time.Since(start).Seconds() / float64(steps)
-	gemmAfter, _, err := gemmGFLOPS(be, 1024, 5, "f32")
+	gemmAfter, _, err := gemmGFLOPS(be, gemmSize, 5, gemmDT)
 	if err != nil {
 		return nil, err
 	}
@@ -215,7 +231,8 @@ func benchStep(be kernels.Backend, cfg model.Config, opts model.Options, seq, ro
 	tps := float64(rows*seq) / elapsed
 	achieved := fl.Total * tps / 1e9
 	return map[string]any{
-		"backend": be.Name(), "method": opts.Method.String(), "seq_len": seq, "micro_batch": rows,
+		"backend": be.Name(), "method": opts.Method.String(), "precision": opts.Precision.String(), "seq_len": seq, "micro_batch": rows,
+		"gemm_size":        gemmSize,
 		"trainable_params": m.TrainableParams(), "all_params": m.AllParams(),
 		"step_seconds": round(elapsed, 4), "tokens_per_s": round(tps, 1),
 		"model_flops_per_token": fl.Total, "forward_flops_per_token": fl.Forward, "backward_flops_per_token": fl.Backward,

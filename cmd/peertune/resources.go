@@ -20,6 +20,7 @@ func nodeResources(ctx context.Context, log *zap.Logger, spec string, be kernels
 	if c, ok := be.(*cuda.Backend); ok {
 		device = c.Device().Ordinal
 	}
+	jio.CUDA = device >= 0 // decides --precision auto, budget or not
 	if spec == "" || spec == "off" {
 		return be.Name(), 0, nil
 	}

@@ -38,6 +38,9 @@ type fakeGPU struct {
 	allocs []*fakeAlloc // sorted by base
 	gemms  []gemmCall   // every cuBLAS call, for mapping tests
 	live   int
+	// liveBytes and peakBytes: device memory in use now and at most (what
+	// the memory estimator predicts).
+	liveBytes, peakBytes int
 }
 
 func newFakeGPU(t testing.TB) *fakeGPU { return &fakeGPU{t: t, next: 1 << 32} }
@@ -52,6 +55,8 @@ func (f *fakeGPU) alloc(bytes int) (uint64, error) {
 	f.next += uint64((bytes+255)/256*256) + 4096
 	f.allocs = append(f.allocs, a)
 	f.live++
+	f.liveBytes += bytes
+	f.peakBytes = max(f.peakBytes, f.liveBytes)
 	return a.base, nil
 }
 
@@ -107,6 +112,7 @@ func (f *fakeGPU) free(p uint64) error {
 		if a.base == p {
 			f.allocs = append(f.allocs[:i], f.allocs[i+1:]...)
 			f.live--
+			f.liveBytes -= len(a.mem)
 			return nil
 		}
 	}

@@ -124,8 +124,9 @@ type Options struct {
 	// ActDType is the activations' storage type. Auto: bf16 on a GPU (what
 	// the CUDA path is designed for; DESIGN: "BF16 for GPU activations"),
 	// f32 on the CPU. Statistics (RMSNorm rstd, attention lse, losses) are
-	// f32 either way. Note: trainer/model allocates every activation as
-	// F32 on every backend today; a GPU plan for it passes F32 here.
+	// f32 either way, and so are logits and gradients. trainer/model
+	// allocates this way with model.Options.Precision BF16 (the default on
+	// a GPU); with Precision F32 a GPU plan passes F32 here.
 	ActDType DType
 	// Threads is the CPU backend's worker count, which sizes its
 	// per-worker attention tiles and the OpenBLAS buffers; 0 means
@@ -228,6 +229,8 @@ const (
 	TermCUBLAS          = "cublas_workspace"
 	TermDequant         = "dequant_workspace"
 	TermLoadStaging     = "load_staging"
+	TermWorkingCopy     = "bf16_working_copy"
+	TermStaging         = "bf16_staging"
 	TermRuntime         = "runtime"
 	TermCUDAContext     = "cuda_context"
 )
@@ -479,17 +482,25 @@ func Estimate(cfg model.Config, opts Options) (Breakdown, error) {
 		"%s × (xn1, xn2, x2 [M, hidden]; q, att [M, %d]; k, v [M, %d]; gate, up, act [M, %d]; LoRA x·Aᵀ [M, r] per adapter; rstd ×2 and lse f32), M = %d tokens",
 		setsWhy, Q, KV, I, M)
 	add(TermFinalNorm, M*C*actB+2*M*bytesF32, true, false, "final RMSNorm output [M, hidden], its rstd and the per-token losses")
-	add(TermLogits, M*V*actB, true, false, "[%d tokens, vocab %d] × %d B; CrossEntropy overwrites them with dlogits in place", M, V, actB)
-	bwd := (2*M*C + 3*M*Q + 3*M*KV + 3*M*I + M*r) * actB
-	bwdWhy := "one set shared by all layers: dRes, dxn [M, hidden]; dAtt, dq, dq_rope [M, qDim]; dk, dv, dk_rope [M, kvDim]; dAct, dGate, dUp [M, inter]"
+	add(TermLogits, M*V*bytesF32, true, false, "[%d tokens, vocab %d] × 4 B (f32 in every precision); CrossEntropy overwrites them with dlogits in place", M, V)
+	bwd := (2*M*C + 3*M*Q + 3*M*KV + 3*M*I + M*r) * bytesF32
+	bwdWhy := "one set shared by all layers, f32 (gradients are f32 in every precision): dRes, dxn [M, hidden]; dAtt, dq, dq_rope [M, qDim]; dk, dv, dk_rope [M, kvDim]; dAct, dGate, dUp [M, inter]"
 	if r > 0 {
 		bwdWhy += "; dh [M, r]"
 	}
 	if opts.Method != Full && lc.Dropout > 0 {
-		bwd += 2 * M * max(C, Q, I) * actB
-		bwdWhy += "; LoRA dropout input and its gradient [M, max(hidden, qDim, inter)]"
+		bwd += M * max(C, Q, I) * (actB + bytesF32)
+		bwdWhy += fmt.Sprintf("; LoRA dropout input (%s) and its gradient (f32) [M, max(hidden, qDim, inter)]", actName)
 	}
 	add(TermBackward, bwd, true, false, "%s", bwdWhy)
+	if gpu && opts.actDType() == BF16 {
+		// model.Options.Precision BF16: the forward pass reads a bf16 copy
+		// of the trainable parameters (their f32 master is Params).
+		add(TermWorkingCopy, trainable*bytesBF16, true, true, "bf16 working copy of the %s trainable parameters that the GEMMs read (the f32 master stays in Params)", commas(trainable))
+		st := bf16Staging(cfg, M, r, opts.Method != Full && lc.Dropout > 0)
+		add(TermStaging, st, true, false,
+			"kernels/cuda scratch: f32 copies of the bf16 arguments of the non-GEMM ops (largest per argument slot) and the bf16 copy of an f32 GEMM operand (dlogits [M, vocab] for lm_head's input gradient)")
+	}
 
 	// Workspaces.
 	S, mb := int64(opts.SeqLen), int64(opts.MicroBatch)
@@ -568,4 +579,42 @@ func commas(n int64) string {
 		sb.WriteRune(c)
 	}
 	return sb.String()
+}
+
+// bf16Staging is the scratch kernels/cuda keeps for a bf16 step of
+// model.Model: staging slot i of the non-GEMM ops grows to the largest i-th
+// bf16 argument any op stages (f32, mixed.go), and GEMM operand slot 0 to
+// the largest f32 dOut a backward GEMM rounds to bf16 (its other operand is
+// a bf16 activation or weight). The op lists mirror trainer/model's step.
+func bf16Staging(c model.Config, M, r int64, dropout bool) int64 {
+	C, I, Q, KV := int64(c.Hidden), int64(c.Intermediate), int64(c.QDim()), int64(c.KVDim())
+	ops := [][]int64{
+		{M * C, M * C, C}, // RMSNorm: out, in, weight
+		{M * Q}, {M * KV}, // RoPE in place on q, k
+		{M * Q, M * Q, M * KV, M * KV}, // Attention: out, q, k, v
+		{M * I, M * I, M * I},          // SwiGLU: out, gate, up
+		{M * I, M * I},                 // SwiGLUBackward: gate, up
+		{M * C, C},                     // RMSNormBackward: in, weight
+		{M * Q, M * KV, M * KV, M * Q}, // AttentionBackward: q, k, v, out
+	}
+	if dropout {
+		in := max(C, Q, I)
+		ops = append(ops, []int64{M * in, M * in}) // Dropout: out, in
+	}
+	var slots []int64
+	for _, op := range ops {
+		for i, n := range op {
+			if i == len(slots) {
+				slots = append(slots, 0)
+			}
+			slots[i] = max(slots[i], n)
+		}
+	}
+	var total int64
+	for _, n := range slots {
+		total += n * bytesF32
+	}
+	// The backward GEMMs' f32 dOut: dlogits [M, vocab], dRes [M, hidden],
+	// dGate/dUp [M, inter], dq/dk/dv, dh [M, r].
+	return total + M*max(int64(c.Vocab), C, I, Q, KV, r)*bytesBF16
 }

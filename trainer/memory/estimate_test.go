@@ -120,8 +120,20 @@ func TestEstimateTerms(t *testing.T) {
 	if got := b.Term(TermBase).Bytes; got != 2*8_030_261_248 {
 		t.Errorf("bf16 base %d", got)
 	}
-	if got := b.Term(TermLogits).Bytes; got != 2*1024*128256*2 {
-		t.Errorf("logits %d: want tokens × vocab × bf16", got)
+	if got := b.Term(TermLogits).Bytes; got != 2*1024*128256*4 {
+		t.Errorf("logits %d: want tokens × vocab × f32 (f32 in bf16 training too)", got)
+	}
+	if got, want := b.Term(TermWorkingCopy).Bytes, 2*b.TrainableParams; got != want {
+		t.Errorf("bf16 working copy %d, want 2 B × %d trainable", got, b.TrainableParams)
+	}
+	// Staging: dlogits [M, vocab] in bf16 dominates, plus f32 slots of at
+	// least two [M, inter] tensors (SwiGLU's).
+	M := int64(2 * 1024)
+	if got := b.Term(TermStaging).Bytes; got < M*128256*2+2*M*14336*4 || got > M*128256*2+M*(3*14336+4096+1024)*4 {
+		t.Errorf("bf16 staging %d outside the bounds its op lists give", got)
+	}
+	if f32, _ := Estimate(c, Options{Method: LoRA, LoRA: lora(16, "all"), MicroBatch: 2, SeqLen: 1024, Device: CUDA, ActDType: F32}); f32.Term(TermWorkingCopy).Bytes != 0 || f32.Term(TermStaging).Bytes != 0 {
+		t.Error("f32 activations on a GPU: no working copy and no staging")
 	}
 	if b.Term(TermCUDAContext).Bytes != CUDAContextBytes || b.Term(TermRuntime).Bytes != 0 || b.Term(TermLoadStaging).Bytes != 0 {
 		t.Error("GPU terms: want a CUDA context, no Go runtime term, no host staging")

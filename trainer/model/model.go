@@ -46,6 +46,17 @@ type Options struct {
 	// activations in memory instead of all of them, for about a third more
 	// compute.
 	Recompute bool
+	// Precision is the dtype the step computes in. F32 (the zero value):
+	// everything float32. BF16 (GPUs): activations kept for the backward
+	// pass and the weights the GEMMs read are bfloat16, so GEMMs run on
+	// bf16 tensor cores and activations take half the memory. Frozen base
+	// weights are stored in bf16 only; trainable parameters keep their
+	// float32 master copy in Params (AdamW updates it: bf16 would lose
+	// updates smaller than 2^-8 of a weight), and the forward pass reads a
+	// bf16 working copy of them, refreshed from the master at the start of
+	// every forward pass. Gradients, optimizer state, logits, and norm and
+	// attention statistics stay float32.
+	Precision kernels.DType
 }
 
 // Model is a Llama-family decoder on one Backend, with its trainable state.
@@ -63,8 +74,11 @@ type Model struct {
 	base       Weights
 
 	// TrainLayout names the tensors of Params, Grads, M and V.
-	TrainLayout       *Layout
-	Params, Grads     kernels.Buffer
+	TrainLayout   *Layout
+	Params, Grads kernels.Buffer
+	// work is the bf16 working copy of Params that the forward pass reads
+	// (Precision BF16 only; nil otherwise), laid out like Params.
+	work              kernels.Buffer
 	M, V              kernels.Buffer
 	grads             Weights             // full fine-tuning: views of Grads
 	adapters, adGrads [][numProj]*Adapter // LoRA: views of Params and Grads
@@ -90,37 +104,51 @@ func New(be kernels.Backend, cfg Config, opts Options) (*Model, error) {
 			return nil, err
 		}
 	}
+	if opts.Precision != kernels.F32 && opts.Precision != kernels.BF16 {
+		return nil, fmt.Errorf("model precision %v: want f32 or bf16", opts.Precision)
+	}
 	m := &Model{Cfg: cfg, Opts: opts, be: be, BaseLayout: baseLayout(cfg)}
 	var err error
-	alloc := func(n int) kernels.Buffer {
+	alloc := func(n int, dt kernels.DType) kernels.Buffer {
 		if err != nil {
 			return nil
 		}
 		var b kernels.Buffer
-		b, err = be.Alloc(n, kernels.F32)
+		b, err = be.Alloc(n, dt)
 		return b
 	}
-	m.Base = alloc(m.BaseLayout.Total)
+	bf16 := opts.Precision == kernels.BF16
 	if opts.Method == MethodFull {
+		m.Base = alloc(m.BaseLayout.Total, kernels.F32) // the master copy
 		m.TrainLayout = m.BaseLayout
 		m.Params = m.Base
 	} else {
+		m.Base = alloc(m.BaseLayout.Total, opts.Precision) // frozen: no master needed
 		m.TrainLayout = loraLayout(cfg, opts.LoRA)
-		m.Params = alloc(m.TrainLayout.Total)
+		m.Params = alloc(m.TrainLayout.Total, kernels.F32)
 	}
-	m.Grads = alloc(m.TrainLayout.Total)
-	m.M = alloc(m.TrainLayout.Total)
-	m.V = alloc(m.TrainLayout.Total)
-	m.scalar = alloc(1)
+	if bf16 {
+		m.work = alloc(m.TrainLayout.Total, kernels.BF16)
+	}
+	m.Grads = alloc(m.TrainLayout.Total, kernels.F32)
+	m.M = alloc(m.TrainLayout.Total, kernels.F32)
+	m.V = alloc(m.TrainLayout.Total, kernels.F32)
+	m.scalar = alloc(1, kernels.F32)
 	if err != nil {
 		m.Free()
-		return nil, fmt.Errorf("allocate model (%d base + %d trainable parameters): %w", m.BaseLayout.Total, m.TrainLayout.Total, err)
+		return nil, fmt.Errorf("allocate model (%d base + %d trainable parameters, %v): %w", m.BaseLayout.Total, m.TrainLayout.Total, opts.Precision, err)
 	}
-	m.base = weightViews(cfg, m.BaseLayout, m.Base)
+	// The views the forward pass reads: the working copy where there is one.
+	read := m.Params
+	if bf16 {
+		read = m.work
+	}
 	if opts.Method == MethodFull {
+		m.base = weightViews(cfg, m.BaseLayout, read)
 		m.grads = weightViews(cfg, m.BaseLayout, m.Grads)
 	} else {
-		m.adapters = adapterViews(cfg, opts.LoRA, m.TrainLayout, m.Params)
+		m.base = weightViews(cfg, m.BaseLayout, m.Base)
+		m.adapters = adapterViews(cfg, opts.LoRA, m.TrainLayout, read)
 		m.adGrads = adapterViews(cfg, opts.LoRA, m.TrainLayout, m.Grads)
 	}
 	for _, t := range m.TrainLayout.Tensors {
@@ -145,7 +173,7 @@ func (m *Model) Backend() kernels.Backend { return m.be }
 // Free releases every buffer.
 func (m *Model) Free() {
 	m.freeActs()
-	for _, b := range []kernels.Buffer{m.Base, m.Grads, m.M, m.V, m.scalar} {
+	for _, b := range []kernels.Buffer{m.Base, m.work, m.Grads, m.M, m.V, m.scalar} {
 		if b != nil {
 			m.be.Free(b)
 		}

@@ -107,21 +107,26 @@ func (m *Model) ensureActs(rows, seq int) error {
 	M := rows * seq
 	a := &activations{rows: rows, seq: seq, tokens: M}
 	var err error
-	alloc := func(n int) kernels.Buffer {
+	allocT := func(n int, dt kernels.DType) kernels.Buffer {
 		if err != nil {
 			return nil
 		}
 		var b kernels.Buffer
-		b, err = m.be.Alloc(n, kernels.F32)
+		b, err = m.be.Alloc(n, dt)
 		if err == nil {
 			a.all = append(a.all, b)
 		}
 		return b
 	}
+	// act allocates an activation kept for the backward pass (or read by a
+	// GEMM) in the model's precision; alloc a float32 buffer: statistics,
+	// logits and every gradient.
+	act := func(n int) kernels.Buffer { return allocT(n, m.Opts.Precision) }
+	alloc := func(n int) kernels.Buffer { return allocT(n, kernels.F32) }
 	C, Q, KV, I := c.Hidden, c.QDim(), c.KVDim(), c.Intermediate
 	a.xs = make([]kernels.Buffer, c.Layers+1)
 	for i := range a.xs {
-		a.xs[i] = alloc(M * C)
+		a.xs[i] = act(M * C)
 	}
 	n := c.Layers
 	if m.Opts.Recompute {
@@ -132,18 +137,18 @@ func (m *Model) ensureActs(rows, seq int) error {
 	for i := range a.layers {
 		la := &a.layers[i]
 		la.rstd1, la.rstd2 = alloc(M), alloc(M)
-		la.xn1, la.xn2 = alloc(M*C), alloc(M*C)
-		la.q, la.k, la.v = alloc(M*Q), alloc(M*KV), alloc(M*KV)
-		la.att, la.lse = alloc(M*Q), alloc(rows*c.Heads*seq)
-		la.x2 = alloc(M * C)
-		la.gate, la.up, la.act = alloc(M*I), alloc(M*I), alloc(M*I)
+		la.xn1, la.xn2 = act(M*C), act(M*C)
+		la.q, la.k, la.v = act(M*Q), act(M*KV), act(M*KV)
+		la.att, la.lse = act(M*Q), alloc(rows*c.Heads*seq)
+		la.x2 = act(M * C)
+		la.gate, la.up, la.act = act(M*I), act(M*I), act(M*I)
 		if lora {
 			for _, p := range m.Opts.LoRA.Targets {
-				la.h[p] = alloc(M * m.Opts.LoRA.Rank)
+				la.h[p] = act(M * m.Opts.LoRA.Rank)
 			}
 		}
 	}
-	a.rstdF, a.xnF = alloc(M), alloc(M*C)
+	a.rstdF, a.xnF = alloc(M), act(M*C)
 	a.logits, a.losses = alloc(M*c.Vocab), alloc(M)
 	a.dRes, a.dxn = alloc(M*C), alloc(M*C)
 	a.dAtt, a.dq, a.dqr = alloc(M*Q), alloc(M*Q), alloc(M*Q)
@@ -153,7 +158,7 @@ func (m *Model) ensureActs(rows, seq int) error {
 		a.dh = alloc(M * m.Opts.LoRA.Rank)
 		if m.Opts.LoRA.Dropout > 0 {
 			maxIn := max(C, Q, I)
-			a.drop, a.dDrop = alloc(M*maxIn), alloc(M*maxIn)
+			a.drop, a.dDrop = act(M*maxIn), alloc(M*maxIn)
 		}
 	}
 	if err != nil {
@@ -251,6 +256,13 @@ func (m *Model) forward(b *Batch, train bool, dropoutSeed ...uint64) error {
 	}
 	c, a, be := m.Cfg, m.acts, m.be
 	var e errs
+	if m.work != nil {
+		// Refresh the bf16 working copy from the float32 master: Params may
+		// have changed by any route (AdamW, a restored snapshot, a broadcast
+		// from a peer, a loaded checkpoint), and one conversion per forward
+		// pass is small next to the pass itself.
+		e.do("bf16 working copy", be.Copy(m.work, m.Params))
+	}
 	e.do("embedding", be.Embedding(a.xs[0], m.base.Embed, b.Tokens, c.Vocab, c.Hidden))
 	for l := 0; l < c.Layers && e.err == nil; l++ {
 		e.do(fmt.Sprintf("layer %d forward", l), m.layerForward(l, m.layerActs(l), b, train, seed))
