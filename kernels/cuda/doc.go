@@ -1,6 +1,6 @@
-// Package cuda is the CUDA implementation of kernels.Backend: float32 ops on
-// one NVIDIA GPU, GEMMs through cuBLAS (optionally TF32), every other op a
-// kernel of our own.
+// Package cuda is the CUDA implementation of kernels.Backend: float32 and
+// bf16 ops on one NVIDIA GPU, GEMMs through cuBLAS (TF32 or bf16 tensor
+// cores), every other op a kernel of our own.
 //
 // Nothing is linked at build time: `go build` needs no CUDA toolkit. When a
 // Backend is first created, the package dlopens (internal/dl) three
@@ -59,10 +59,14 @@
 //	be.Matmul(y, x, w, nil, rows, dim, out, 1, false)
 //	be.CopyOut(hostOut, y) // waits for the GPU
 //
-// bf16: Alloc(n, kernels.BF16), CopyIn, CopyOut, Zero and Copy work on
-// bfloat16 buffers (storage for activations and frozen weights) and
-// GemmTFLOPS measures bf16 GEMMs; the compute ops take float32 buffers only
-// so far.
+// bf16: every op accepts kernels.BF16 buffers in any position (mixed.go),
+// which is how trainer/model trains in bf16 (model.Options.Precision):
+// GEMMs read bf16 natively on tensor cores with float32 accumulation and a
+// float32 or bf16 output (cublasGemmEx), and so does the embedding gather;
+// the other ops compute in float32 with their bf16 arguments staged through
+// float32 scratch, so their result is the float32 result on the bf16 values
+// rounded once. Copy converts between the two dtypes. GemmTFLOPS measures
+// bf16 GEMMs.
 //
 // A Backend is not safe for concurrent use. Several Backends may share a
 // GPU (each has its own stream and cuBLAS handle on the device's primary
