@@ -297,7 +297,7 @@ func NewSession(cfg Config, be kernels.Backend, log *zap.Logger, jio JobIO) (*Se
 		tr.guard = memory.NewGuard(jio.MemBudget, cfg.MicroBatch)
 		tr.memUsed = jio.MemoryUsed
 	}
-	// Loading kept a host copy of the weights; give it back before training.
+	// Loading left per-tensor host copies as garbage; give it back before training.
 	runtime.GC()
 	debug.FreeOSMemory()
 	if jio.Stdout == nil {

@@ -105,7 +105,7 @@ func newEstimateCmd(g *globalOptions) *cobra.Command {
 		Long: `Estimates the peak memory of training a model (preset or config.json) with
 LoRA, QLoRA or full fine-tuning: base weights, trainable parameters, their
 gradients and AdamW states, the activations peertune's kernels keep, the
-logits, workspaces, the host copy made while loading, and a fixed runtime or
+logits, workspaces, the tensor held while loading, and a fixed runtime or
 CUDA context overhead. Each term is named. On the CPU the figures are RSS; on
 a GPU, device memory as NVML reports it.
 

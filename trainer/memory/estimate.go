@@ -519,17 +519,15 @@ func Estimate(cfg model.Config, opts Options) (Breakdown, error) {
 		add(TermDequant, k.LargestProj*actB, true, false, "one projection weight dequantised to %s at a time (%s elements, the largest)", actName, commas(k.LargestProj))
 	}
 
-	// Loading: InitBase/LoadBaseFile fill a host []float32 of every base
-	// weight, then copy it in; LoadBaseFile also holds one tensor as read.
-	// On a GPU that copy is host memory, outside the device budget.
-	switch {
-	case !gpu && bd == NF4:
-		// A quantised base is converted tensor by tensor as it is read.
-		add(TermLoadStaging, k.LargestTensor*bytesF32, false, true,
-			"while loading only: the largest tensor as read, f32, before it is quantised")
-	case !gpu:
-		add(TermLoadStaging, (k.Base+k.LargestTensor)*bytesF32, false, true,
-			"while loading only: host copy of all base weights (model.InitBase/LoadBaseFile) + the largest tensor as read, f32; garbage before the first step")
+	// Loading: InitBase/LoadBaseFile go tensor by tensor through one host
+	// []float32 of the tensor (as read or generated), copied into Base. On a
+	// GPU that is host memory, outside the device budget.
+	if !gpu {
+		why := "while loading only: the largest tensor as read or generated, f32 (model.InitBase/LoadBaseFile copy tensor by tensor)"
+		if bd == NF4 {
+			why += ", before it is quantised"
+		}
+		add(TermLoadStaging, k.LargestTensor*bytesF32, false, true, "%s", why)
 	}
 
 	if gpu {

@@ -249,14 +249,17 @@ func TestPlan(t *testing.T) {
 	if ch, err := Plan(c, o, 1<<50, 3); err != nil || !ch.Recompute || ch.MicroBatch != 3 {
 		t.Errorf("forced recompute: %+v, %v", ch, err)
 	}
-	// Impossible: an error that names the terms. On the CPU loading sets
-	// this model's floor (the host staging copy); on a GPU the step does.
+	// Impossible: an error that names the terms (the step sets the floor:
+	// loading goes tensor by tensor).
 	_, err = Plan(c, opts, at(1, true)-1, 8)
 	var be *BudgetError
 	if !errors.As(err, &be) || be.Estimate.Total != at(1, true) {
 		t.Fatalf("impossible budget: %v", err)
 	}
-	for _, want := range []string{"micro-batch 1", TermBase, TermLoadStaging, "loading"} {
+	if ch.Estimate.Peak() != "step" {
+		t.Errorf("peak is %s; loading tensor by tensor should not set it", ch.Estimate.Peak())
+	}
+	for _, want := range []string{"micro-batch 1", TermBase, TermLogits, "cpu"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}

@@ -26,17 +26,20 @@ func (m *Model) LoadBase(path string) error {
 	return m.LoadBaseFile(f)
 }
 
-// LoadBaseFile is LoadBase for an already opened (or in-memory) file.
+// LoadBaseFile is LoadBase for an already opened (or in-memory) file. It
+// copies tensor by tensor, so the host holds one tensor at a time (as f32)
+// besides the file, not a second copy of the whole model.
 func (m *Model) LoadBaseFile(f *safetensors.File) error {
-	host := make([]float32, m.BaseLayout.Total)
 	for _, t := range m.BaseLayout.Tensors {
 		v, err := f.Float32(t.Name, t.Shape...)
 		if err != nil {
 			return err
 		}
-		copy(host[t.Offset:], v)
+		if err := m.be.CopyIn(m.Base.Slice(t.Offset, t.Size()), v); err != nil {
+			return fmt.Errorf("%s: copy %s in: %w", f.Path, t.Name, err)
+		}
 	}
-	return m.be.CopyIn(m.Base, host)
+	return nil
 }
 
 // SaveBase writes the base weights as model.safetensors and config.json in

@@ -199,9 +199,16 @@ func (m *Model) AllParams() int {
 // embeddings ~ N(0, 0.02²) (Llama's initializer_range), norms 1, biases 0.
 func (m *Model) InitBase(seed uint64) error {
 	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
-	host := make([]float32, m.BaseLayout.Total)
+	// One host buffer of the largest tensor, filled and copied in tensor by
+	// tensor (in layout order, so the values do not depend on it).
+	largest := 0
 	for _, t := range m.BaseLayout.Tensors {
-		v := host[t.Offset : t.Offset+t.Size()]
+		largest = max(largest, t.Size())
+	}
+	host := make([]float32, largest)
+	for _, t := range m.BaseLayout.Tensors {
+		v := host[:t.Size()]
+		clear(v)
 		switch {
 		case len(t.Shape) == 1 && t.NoDecay && !isBias(t.Name):
 			for i := range v {
@@ -213,8 +220,11 @@ func (m *Model) InitBase(seed uint64) error {
 				v[i] = float32(rng.NormFloat64() * 0.02)
 			}
 		}
+		if err := m.be.CopyIn(m.Base.Slice(t.Offset, t.Size()), v); err != nil {
+			return fmt.Errorf("init %s: %w", t.Name, err)
+		}
 	}
-	return m.be.CopyIn(m.Base, host)
+	return nil
 }
 
 func isBias(name string) bool { return len(name) > 5 && name[len(name)-5:] == ".bias" }
