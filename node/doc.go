@@ -62,6 +62,8 @@
 // out and proposes again. Bringing training nodes back into rendezvous when
 // membership changes is the trainer's job (elastic recovery). A Commit is
 // not atomic. A member whose Commit is lost adopts
-// the world once the leader's gossiped epoch shows it; a member that never
-// learns of the commit keeps its older last world until its next rendezvous.
+// the world once the leader's gossiped epoch shows it, but without the
+// Commit's World.Token (RendezvousOptions.CommitToken): users of the token
+// agree among the members whether all have it. A member that never learns
+// of the commit keeps its older last world until its next rendezvous.
 package node

@@ -16,7 +16,8 @@ import (
 // The rendezvous protocol. Every node runs Propose on its own view; the node
 // Propose names leader sends Propose{Epoch, Peers} to the other peers; each
 // member checks it against its own view and answers Ack or Nack; when every
-// peer acked within AckTimeout the leader sends Commit{World} and all return
+// peer acked within AckTimeout the leader sends Commit{World} (with the
+// opaque token of RendezvousOptions.CommitToken, if any) and all return
 // it. A failed proposal is dropped and a new one takes a new epoch, so epochs
 // never repeat. Nodes whose job config differs get a Refuse and stop.
 //
@@ -80,7 +81,8 @@ type nackMsg struct {
 	Reason string `msgpack:"reason"`
 }
 
-// commitMsg: every peer acked; this is the world.
+// commitMsg: every peer acked; this is the world, with the leader's token
+// (World.Token) when its CommitToken hook made one.
 type commitMsg struct {
 	LeaderID string `msgpack:"leader"`
 	World    World  `msgpack:"world"`
@@ -449,6 +451,7 @@ func (r *rendezvous) maybeCommit() (World, bool, error) {
 	}
 	w := World{Epoch: p.msg.Epoch, Size: len(p.msg.Peers), Peers: p.msg.Peers}
 	w.Rank = Rank(w, r.self)
+	w.Token = r.commitToken(w)
 	cm := &commitMsg{LeaderID: r.self, World: w}
 	// Send the commits and wait for them (bounded): returning first would
 	// let the caller start the collective before the others know the world.
@@ -464,8 +467,37 @@ func (r *rendezvous) maybeCommit() (World, bool, error) {
 		})
 	}
 	waitTimeout(&wg, r.opts.AckTimeout)
-	r.log.Info("committed world", zap.Uint64("epoch", w.Epoch), zap.Int("size", w.Size), zap.Int("rank", w.Rank))
+	r.log.Info("committed world", zap.Uint64("epoch", w.Epoch), zap.Int("size", w.Size), zap.Int("rank", w.Rank), zap.Bool("token", w.Token != nil))
 	return w, true, nil
+}
+
+// commitToken asks the CommitToken hook for the token of w, the world this
+// leader commits. The leader is rank 0 of w by construction: it leads only
+// when Propose names it Decision.Leader, which is the first member of the
+// selected world in ID order (TestProposeExhaustive checks it), and the
+// proposal it sent, whose Peers w copies, is that world; members ack only
+// peers in rank order from that leader. The check below keeps a future
+// change from silently handing out a token made outside rank 0.
+func (r *rendezvous) commitToken(w World) []byte {
+	if r.opts.CommitToken == nil {
+		return nil
+	}
+	if w.Rank != 0 {
+		r.log.Error("the leader is not rank 0 of the world it commits; committing without a token", zap.Uint64("epoch", w.Epoch), zap.Int("rank", w.Rank))
+		return nil
+	}
+	tok, err := r.opts.CommitToken(w)
+	switch {
+	case err != nil:
+		r.log.Warn("commit token not made; committing without one", zap.Uint64("epoch", w.Epoch), zap.Error(err))
+		return nil
+	case len(tok) > MaxTokenLen:
+		r.log.Warn("commit token too long; committing without one", zap.Uint64("epoch", w.Epoch), zap.Int("bytes", len(tok)), zap.Int("limit", MaxTokenLen))
+		return nil
+	case len(tok) == 0:
+		return nil
+	}
+	return tok
 }
 
 func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
@@ -496,9 +528,10 @@ func (r *rendezvous) memberStep(view View, w World, d Decision, now time.Time) (
 	}
 	for _, m := range view.Members {
 		if m.ID == a.LeaderID && m.Meta.Epoch == a.Epoch {
+			// No Token: it travels only in the lost Commit.
 			adopted := World{Epoch: a.Epoch, Size: len(a.Peers), Peers: a.Peers}
 			adopted.Rank = Rank(adopted, r.self)
-			r.log.Info("commit message lost; adopting the world the leader's gossip shows committed", zap.Uint64("epoch", adopted.Epoch), zap.Int("rank", adopted.Rank))
+			r.log.Info("commit message lost; adopting the world the leader's gossip shows committed (without its token)", zap.Uint64("epoch", adopted.Epoch), zap.Int("rank", adopted.Rank))
 			return adopted, true, nil
 		}
 	}
@@ -527,7 +560,13 @@ func (r *rendezvous) handle(m inbound, now time.Time) (World, bool, error) {
 			w := c.World
 			w.Size = len(w.Peers)
 			w.Rank = Rank(w, r.self)
-			r.log.Info("joined world", zap.Uint64("epoch", w.Epoch), zap.Int("size", w.Size), zap.Int("rank", w.Rank), zap.String("leader", c.LeaderID))
+			if len(w.Token) > MaxTokenLen {
+				r.log.Warn("dropping an oversized commit token", zap.Int("bytes", len(w.Token)), zap.Int("limit", MaxTokenLen))
+				w.Token = nil
+			} else if len(w.Token) == 0 {
+				w.Token = nil // one "no token" value, whatever the decoder made of an empty one
+			}
+			r.log.Info("joined world", zap.Uint64("epoch", w.Epoch), zap.Int("size", w.Size), zap.Int("rank", w.Rank), zap.String("leader", c.LeaderID), zap.Bool("token", w.Token != nil))
 			return w, true, nil
 		}
 		r.log.Debug("ignoring commit we did not ack", zap.Uint64("epoch", c.World.Epoch), zap.String("leader", c.LeaderID))

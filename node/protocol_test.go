@@ -10,6 +10,7 @@ import (
 
 func TestMessageRoundTrip(t *testing.T) {
 	w := *world(3, "n1", "n2")
+	w.Token = []byte{0xc4, 2, 0xde, 0xad} // opaque to node
 	cases := []struct {
 		kind msgKind
 		body any

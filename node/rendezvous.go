@@ -26,7 +26,21 @@ type World struct {
 	Rank  int    `msgpack:"-"` // per node: not sent on the wire
 	Size  int    `msgpack:"size"`
 	Peers []Peer `msgpack:"peers"`
+	// Token is opaque bytes the leader attached when it committed the world
+	// (RendezvousOptions.CommitToken), for instance the collective's
+	// bootstrap id; node never looks inside. Every member that received the
+	// Commit holds the same bytes. It is nil when the leader attached none,
+	// and on a member that adopted the world from gossip because its Commit
+	// was lost: gossip metadata (512 bytes, every node's) has no room for it.
+	// So one member having a token does not mean all have it: the members
+	// must agree among themselves before relying on it.
+	Token []byte `msgpack:"token,omitempty"`
 }
+
+// MaxTokenLen bounds World.Token. The reliable channel has no small limit,
+// but the leader sends the Commit to every member while the others wait for
+// it; a bootstrap id is a few hundred bytes at most.
+const MaxTokenLen = 4096
 
 // Rank returns id's rank in w, or -1 if id is not in w.
 func Rank(w World, id string) int {
@@ -84,6 +98,19 @@ type RendezvousOptions struct {
 	// leader's Refuse message (which names the leader) before it gives up on
 	// its own.
 	RefuseGrace time.Duration
+
+	// CommitToken, when set, is called by the leader once per world it
+	// commits, with that world, just before the Commit goes out; what it
+	// returns travels to every member in the Commit as World.Token. The
+	// leader is always rank 0 of the world it commits and a member of it,
+	// so the hook may make something only the world's rank 0 can make and
+	// that must live in a member (NCCL's unique id names a bootstrap socket
+	// in the process that made it). An error, or a token longer than
+	// MaxTokenLen, is logged and the world commits without a token: members
+	// must cope with a missing token anyway (see World.Token). It runs on
+	// the goroutine that called Rendezvous, only on the leader; like the
+	// timings, only Rendezvous reads it. nil: no token.
+	CommitToken func(World) ([]byte, error)
 }
 
 // DefaultRendezvousOptions: one node is enough, no target size, and protocol

@@ -67,12 +67,19 @@ func splitHostPort(flag, s string) (string, int, error) {
 // runDistributed joins the cluster and trains as one rank of a world that
 // may change: when a peer dies (the ring fails) or a node joins (the ranks
 // vote at a step boundary), the survivors form a new world by rendezvous,
-// agree on the most advanced state (SyncState) and go on from memory; at most
-// the step in flight is lost. Rank 0 of the last world writes the outputs.
+// make its communicator (shrinking the old NCCL one where they can; see
+// commGlue), agree on the most advanced state (SyncState) and go on from
+// memory; at most the step in flight is lost. Rank 0 of the last world
+// writes the outputs.
 func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cfg trainer.Config, be kernels.Backend, jio trainer.JobIO,
 	device string, budget uint64, stdoutRank0 func(rank int) bool) error {
 	log := g.log
 	secret, err := node.ReadSecret(co.secretFile, os.Getenv)
+	if err != nil {
+		return err
+	}
+	// Before loading anything: a --collective that cannot work fails now.
+	glue, err := newCommGlue(co.collective, be, log)
 	if err != nil {
 		return err
 	}
@@ -85,6 +92,9 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 		return err
 	}
 	defer sess.Close()
+	// Deferred after sess.Close so that it runs first: a kept NCCL
+	// communicator may still have a kernel on the session's stream.
+	defer glue.close()
 	// Every node may resume from its own --out; the new world then adopts
 	// the most advanced state (SyncState), so one copy of the checkpoint,
 	// on any node, is enough.
@@ -151,9 +161,12 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 
 	var world atomic.Pointer[node.World]
 	var wantRebuild atomic.Bool
+	// peerGone is set while a world trains: the watcher calls it when a
+	// member of the world fails or leaves (see abortOnPeerLoss).
+	var peerGone atomic.Pointer[func(error)]
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	go watchMembership(watchCtx, n, ncfg.JobHash, &world, &wantRebuild, log)
+	go watchMembership(watchCtx, n, ncfg.JobHash, &world, &wantRebuild, &peerGone, log)
 
 	var last *node.World
 	var failedAt time.Time
@@ -188,6 +201,10 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 			}
 		}
 		opts := ncfg.RendezvousOptions()
+		if glue.nccl {
+			// As leader, hand every member the NCCL id in the commit.
+			opts.CommitToken = glue.commitToken
+		}
 		if last != nil {
 			// After a failure, go on with the survivors at once (subject to
 			// --min-nodes and the majority rule) rather than wait for
@@ -219,7 +236,7 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 			last = &w
 			continue
 		}
-		wc, err := worldComm(ctx, co.collective, be, comm, w, log)
+		wc, err := glue.worldComm(ctx, comm, w)
 		if err != nil {
 			comm.Close()
 			if ctx.Err() != nil {
@@ -231,21 +248,23 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 			last = &w
 			continue
 		}
-		closeWorld := func() {
-			if wc != collective.Communicator(comm) {
-				wc.Close()
-			}
-			comm.Close()
-		}
 		sess.SetComm(wc)
 		wantRebuild.Store(false)
+		if f := abortOnPeerLoss(wc); f != nil {
+			peerGone.Store(&f)
+		}
 		err = runWorld(ctx, sess, &w, wc, hooks, stdout, stdoutRank0, &printed)
+		peerGone.Store(nil)
 		if err == nil {
 			_, err = sess.Finish(ctx)
-			closeWorld()
+			glue.retire(wc, w, nil)
+			comm.Close()
 			return err
 		}
-		closeWorld()
+		// Every world gets a new ring (its connections carry the epoch);
+		// an NCCL communicator that lost a peer may live on, shrunk.
+		glue.retire(wc, w, err)
+		comm.Close()
 		switch {
 		case ctx.Err() != nil:
 			return sess.Stopped(ctx, err)
@@ -294,10 +313,27 @@ func runWorld(ctx context.Context, sess *trainer.Session, w *node.World, comm co
 	return sess.Train(ctx, hooks)
 }
 
+// abortOnPeerLoss returns what to do when the membership layer sees a
+// member of the world fail or leave: a communicator that may not notice by
+// itself (NCCL: a peer that died while the others wait in a kernel) is told,
+// so the collective in flight fails with ErrPeerLost at once instead of at
+// the operation timeout, and recovery starts. The TCP ring notices a dead
+// peer itself (its connections break), so it needs nothing.
+func abortOnPeerLoss(c collective.Communicator) func(error) {
+	pl, ok := c.(interface{ PeerLost(error) })
+	if !ok {
+		return nil
+	}
+	return pl.PeerLost
+}
+
 // watchMembership asks for a new world when a node of this job becomes ready
-// outside the current world (a joiner, or a killed node restarted), and names
-// stragglers: nodes whose last completed step lags the others.
-func watchMembership(ctx context.Context, n *node.Node, jobHash string, world *atomic.Pointer[node.World], want *atomic.Bool, log *zap.Logger) {
+// outside the current world (a joiner, or a killed node restarted), tells
+// the world's communicator when one of its members fails or leaves
+// (peerGone), and names stragglers: nodes whose last completed step lags
+// the others.
+func watchMembership(ctx context.Context, n *node.Node, jobHash string, world *atomic.Pointer[node.World], want *atomic.Bool,
+	peerGone *atomic.Pointer[func(error)], log *zap.Logger) {
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	warned := map[string]time.Time{}
@@ -322,6 +358,12 @@ func watchMembership(ctx context.Context, n *node.Node, jobHash string, world *a
 				return
 			}
 			m := ev.Member
+			if (ev.Kind == node.EventLeave || !m.Alive) && m.ID != n.ID() && world.Load() != nil && inWorld(m.ID) {
+				if f := peerGone.Load(); f != nil {
+					log.Warn("a member of the world failed or left: aborting its collective", zap.String("node", m.ID))
+					(*f)(fmt.Errorf("node %s failed or left (membership)", m.ID))
+				}
+			}
 			if ev.Kind != node.EventLeave && m.Alive && m.Meta.JobHash == jobHash && m.Meta.State == node.StateReady && !inWorld(m.ID) {
 				if !want.Load() {
 					log.Info("a node is ready to join", zap.String("node", m.ID))

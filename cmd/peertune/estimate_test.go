@@ -73,7 +73,7 @@ func TestEstimateCommand(t *testing.T) {
 	for _, v := range got.Terms {
 		sum += v
 	}
-	if got.Total <= 0 || got.Terms["logits"] != 2*1024*128256*2 || got.Terms["nf4_quant_constants"] == 0 || sum < got.Total {
+	if got.Total <= 0 || got.Terms["logits"] != 2*1024*128256*4 || got.Terms["nf4_quant_constants"] == 0 || sum < got.Total {
 		t.Errorf("json %s", out)
 	}
 	txt := runMemCmd(t, newEstimateCmd(&globalOptions{}), "--model", "smollm2-135m", "--method", "full", "--device", "cpu",

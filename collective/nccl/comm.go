@@ -538,8 +538,50 @@ func (c *Comm) Close() error {
 	}
 }
 
+// PeerLost tells the Comm, from any goroutine, that a rank of its world is
+// gone (the membership layer saw it fail or leave): NCCL itself may never
+// notice, for example a peer on the same host that died while the others
+// wait in a collective. The operation in flight, and every later one, fails
+// with an error wrapping collective.ErrPeerLost and reason. With
+// ncclCommShrink the NCCL communicator is kept for Shrink, whose
+// NCCL_SHRINK_ABORT ends the stuck kernels; without it the communicator is
+// aborted now. A Comm that already failed is left as it is.
+func (c *Comm) PeerLost(reason error) {
+	c.mu.Lock()
+	failed := c.err != nil
+	c.mu.Unlock()
+	if failed {
+		return
+	}
+	c.fail(fmt.Errorf("nccl: rank %d: %w: %w", c.rank, collective.ErrPeerLost, reason))
+	if c.lib.CanShrink() {
+		c.mu.Lock()
+		c.keep = !c.released
+		c.mu.Unlock()
+		return
+	}
+	c.teardown(true)
+}
+
 // CanShrink reports whether Shrink can work here (NCCL >= 2.27).
 func (c *Comm) CanShrink() bool { return c.lib.CanShrink() }
+
+// Shrinkable reports whether Shrink may still be tried on c: the library
+// has ncclCommShrink and c still holds its NCCL communicator (it was not
+// closed, aborted or shrunk already). A Comm that failed with ErrPeerLost
+// keeps its communicator when the library can shrink; a local fault, a
+// cancelled operation or Close gives it up. ncclCommShrink is collective
+// over the survivors, so a rank offers to shrink only when this holds: one
+// whose Shrink would fail at once would leave the others waiting in theirs
+// until InitTimeout.
+func (c *Comm) Shrinkable() bool {
+	if !c.lib.CanShrink() {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.released && c.handle != 0
+}
 
 // ShrunkRank is the rank that rank gets in a communicator shrunk by
 // excluding the ranks in exclude: NCCL keeps the survivors in order and

@@ -9,8 +9,9 @@
 // through small C trampolines.
 //
 // Usage. Rank 0 makes the communicator's unique id and the rendezvous hands
-// it to every rank; the id travels in msgpack like the rest of the node
-// metadata:
+// it to every rank; the id travels in msgpack like the rest of the
+// rendezvous protocol (cmd puts it in the leader's Commit through
+// node.RendezvousOptions.CommitToken; the leader is the world's rank 0):
 //
 //	// rank 0:
 //	id, err := nccl.NewUniqueID()      // needs libnccl, not a GPU
@@ -27,7 +28,8 @@
 //
 // When a world loses ranks (and gains none) and the library has
 // ncclCommShrink (NCCL >= 2.27), the survivors may call
-// comm.Shrink(ctx, deadRanks) instead of building a new communicator; on a
+// comm.Shrink(ctx, deadRanks) instead of building a new communicator (every
+// survivor must: ask Shrinkable before agreeing to it); on a
 // membership change that does call for a new one, Close the old one (which
 // aborts what is in flight) and New with a new id. See Comm for the failure
 // and threading rules, which are those of package collective.

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unsafe"
+
+	"go.uber.org/zap"
 
 	"github.com/peertune/peertune/collective"
 	"github.com/peertune/peertune/kernels"
@@ -174,6 +177,31 @@ func TestShrunkRank(t *testing.T) {
 	}
 }
 
+// Shrinkable needs both a library with ncclCommShrink and a communicator
+// that is still held.
+func TestShrinkable(t *testing.T) {
+	var sym byte
+	withShrink := &Library{version: Version{2, 27, 3}, fns: ncclFns{commShrink: unsafe.Pointer(&sym)}}
+	old := &Library{version: Version{2, 26, 2}}
+	for _, c := range []struct {
+		name     string
+		lib      *Library
+		handle   uintptr
+		released bool
+		want     bool
+	}{
+		{"held, 2.27", withShrink, 0x1000, false, true},
+		{"held, 2.26", old, 0x1000, false, false},
+		{"released", withShrink, 0, true, false},
+		{"never made", withShrink, 0, false, false},
+	} {
+		cm := &Comm{lib: c.lib, handle: c.handle, released: c.released}
+		if got := cm.Shrinkable(); got != c.want {
+			t.Errorf("%s: Shrinkable() = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
 type hostBuf []float32
 
 func (h hostBuf) Len() int                        { return len(h) }
@@ -214,5 +242,47 @@ func TestDeviceData(t *testing.T) {
 	}
 	if _, _, _, err := deviceData(devBuf{0, 0, kernels.F32}); err != nil {
 		t.Errorf("empty buffer: %v", err)
+	}
+}
+
+// PeerLost (the membership layer saw a member go) fails the Comm with
+// ErrPeerLost and the reason; with ncclCommShrink the NCCL communicator is
+// kept for Shrink, without it the Comm lets it go.
+func TestPeerLost(t *testing.T) {
+	var sym byte
+	withShrink := &Library{version: Version{2, 27, 3}, fns: ncclFns{commShrink: unsafe.Pointer(&sym)}}
+	old := &Library{version: Version{2, 26, 2}}
+	newComm := func(lib *Library, h uintptr) *Comm {
+		return &Comm{lib: lib, handle: h, rank: 1, cudev: -1, log: zap.NewNop(), dead: make(chan struct{}), torn: make(chan struct{})}
+	}
+	reason := errors.New("node n2 failed or left (membership)")
+
+	c := newComm(withShrink, 0x1000)
+	c.PeerLost(reason)
+	err := c.failure()
+	if !errors.Is(err, collective.ErrPeerLost) || !errors.Is(err, reason) {
+		t.Errorf("after PeerLost: failure %v, want ErrPeerLost wrapping the reason", err)
+	}
+	select {
+	case <-c.dead: // a collective waiting in wait() returns now
+	default:
+		t.Error("PeerLost did not wake operations in flight")
+	}
+	if !c.Shrinkable() {
+		t.Error("with ncclCommShrink the communicator must be kept for Shrink")
+	}
+	c.PeerLost(errors.New("again")) // no double close, first reason kept
+	if !errors.Is(c.failure(), reason) {
+		t.Error("a second PeerLost replaced the first failure")
+	}
+
+	c = newComm(old, 0)
+	c.PeerLost(reason)
+	<-c.torn // released (nothing to abort with a zero handle)
+	if c.Shrinkable() || !c.released {
+		t.Error("without ncclCommShrink the communicator is released")
+	}
+	if !errors.Is(c.failure(), collective.ErrPeerLost) {
+		t.Errorf("failure %v", c.failure())
 	}
 }
