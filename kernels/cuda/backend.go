@@ -114,6 +114,12 @@ func New(opts Options) (*Backend, error) {
 	be := &Backend{log: log, g: g, info: info, tf32: opts.TF32, rope: map[ropeKey]*ropeTable{}}
 	be.name = "cuda/" + info.name
 	arch := 10*info.major + info.minor
+	if arch < 75 && l.nv.major >= 13 {
+		// CUDA 13 (NVRTC and cuBLAS) dropped Maxwell, Pascal and Volta.
+		g.close()
+		return nil, unavailable("cuda: device %d (%s) is sm_%d, which CUDA %d no longer supports (NVRTC %s loaded): use the CUDA 12 libraries (%s; %s)",
+			opts.Device, info.name, arch, l.nv.major, l.nv.versionString(), hintNVRTC, hintCublas)
+	}
 	var compiled, hits int
 	be.fns = map[string]*kernelFn{}
 	for _, m := range moduleNames {
@@ -168,7 +174,7 @@ func loadModuleCached(l *libs, g *cudaGPU, module string, arch int) (map[string]
 	fns, err := g.loadModule(img, sigs)
 	var ce *cuError
 	if err != nil && img.hit && errors.As(err, &ce) &&
-		(ce.code == cudaErrorInvalidImage || ce.code == cudaErrorNoBinaryGPU || ce.code == cudaErrorUnsupPTX) {
+		(ce.code == cudaErrorInvalidImage || ce.code == cudaErrorNoBinaryGPU || ce.code == cudaErrorUnsupPTX || ce.code == cudaErrorInvalidPTX) {
 		l.comp.forget(img)
 		if img, err = l.comp.image(module, arch); err != nil {
 			return nil, nil, err
@@ -324,6 +330,12 @@ func (be *Backend) Alloc(n int, dt kernels.DType) (kernels.Buffer, error) {
 func (be *Backend) Free(b kernels.Buffer) {
 	cb, ok := b.(*Buffer)
 	if !ok || cb == nil || cb.a.be != be || cb.a.root != cb || cb.a.freed {
+		return
+	}
+	if be.closed {
+		// The context reference is gone; the memory went with it (Close
+		// documents that buffers are freed first).
+		cb.a.freed = true
 		return
 	}
 	cb.a.freed = true
@@ -507,6 +519,7 @@ func (s *scratch) ensure(g gpu, bytes int) (uint64, error) {
 	if bytes <= s.bytes {
 		return s.ptr, nil
 	}
+	old := s.bytes
 	if s.ptr != 0 {
 		if err := g.sync(); err != nil {
 			return 0, err
@@ -514,7 +527,9 @@ func (s *scratch) ensure(g gpu, bytes int) (uint64, error) {
 		g.free(s.ptr)
 		s.ptr, s.bytes = 0, 0
 	}
-	n := max(bytes, 2*s.bytes, 4096)
+	// At least double, so that slowly growing requests (sequence lengths
+	// that vary) do not sync and reallocate every time.
+	n := max(bytes, 2*old, 4096)
 	p, err := g.alloc(n)
 	if err != nil {
 		return 0, err

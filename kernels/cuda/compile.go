@@ -86,12 +86,21 @@ func (c *compiler) target(arch int) (string, error) {
 	if len(c.nv.archs) == 0 || c.nv.supports(arch) {
 		return fmt.Sprintf("sm_%d", arch), nil
 	}
-	newest := c.nv.archs[len(c.nv.archs)-1]
-	if arch > newest {
-		return fmt.Sprintf("compute_%d", newest), nil
+	// PTX for the newest architecture NVRTC knows that is not newer than
+	// the GPU: the driver compiles PTX for any later compute capability
+	// (a GPU newer than NVRTC, or one between the architectures it lists,
+	// e.g. sm_110 with an NVRTC 12 that stops at 103 and jumps to 120).
+	best := 0
+	for _, a := range c.nv.archs {
+		if a <= arch {
+			best = max(best, a)
+		}
 	}
-	return "", fmt.Errorf("NVRTC %s cannot compile for sm_%d (it supports %v); use an NVRTC that matches the GPU",
-		c.nv.versionString(), arch, c.nv.archs)
+	if best > 0 {
+		return fmt.Sprintf("compute_%d", best), nil
+	}
+	return "", fmt.Errorf("NVRTC %s cannot compile for sm_%d (it supports %v; CUDA 13 dropped architectures before sm_75, so use a CUDA 12 NVRTC: %s)",
+		c.nv.versionString(), arch, c.nv.archs, hintNVRTC)
 }
 
 // cacheKey is sha256 over everything that determines the image: module

@@ -58,9 +58,22 @@ static pt_cublasStatus pt_cublasDestroy(void *setcur, pt_CUcontext_b ctx, void *
 	PT_BSETCUR(setcur, ctx);
 	return ((pt_cublasDestroy_fn)fn)(h);
 }
-static pt_cublasStatus pt_cublasGetVersion(void *fn, pt_cublasHandle h, int *v) { return ((pt_cublasGetVersion_fn)fn)(h, v); }
-static pt_cublasStatus pt_cublasSetStream(void *fn, pt_cublasHandle h, pt_cudaStream s) { return ((pt_cublasSetStream_fn)fn)(h, s); }
-static pt_cublasStatus pt_cublasSetMathMode(void *fn, pt_cublasHandle h, int mode) { return ((pt_cublasSetMathMode_fn)fn)(h, mode); }
+// Every call makes our context current first, in the same C call: the
+// goroutine may run on another OS thread than the last call, and cuBLAS's
+// CUDA runtime would otherwise use (or create) device 0's context there
+// (cublasSetStream also resets the workspace, which may allocate).
+static pt_cublasStatus pt_cublasGetVersion(void *setcur, pt_CUcontext_b ctx, void *fn, pt_cublasHandle h, int *v) {
+	PT_BSETCUR(setcur, ctx);
+	return ((pt_cublasGetVersion_fn)fn)(h, v);
+}
+static pt_cublasStatus pt_cublasSetStream(void *setcur, pt_CUcontext_b ctx, void *fn, pt_cublasHandle h, pt_cudaStream s) {
+	PT_BSETCUR(setcur, ctx);
+	return ((pt_cublasSetStream_fn)fn)(h, s);
+}
+static pt_cublasStatus pt_cublasSetMathMode(void *setcur, pt_CUcontext_b ctx, void *fn, pt_cublasHandle h, int mode) {
+	PT_BSETCUR(setcur, ctx);
+	return ((pt_cublasSetMathMode_fn)fn)(h, mode);
+}
 static const char *pt_cublasGetStatusString(void *fn, pt_cublasStatus s) { return ((pt_cublasGetStatusString_fn)fn)(s); }
 
 // alpha and beta are passed by value and their addresses taken here: the
@@ -194,17 +207,17 @@ func newCublasHandle(api *cublasAPI, setcur unsafe.Pointer, ctx, stream unsafe.P
 		return nil, err
 	}
 	var v C.int
-	if err := api.check("cublasGetVersion_v2", C.pt_cublasGetVersion(api.getVersion, ch.h, &v)); err != nil {
+	if err := api.check("cublasGetVersion_v2", C.pt_cublasGetVersion(setcur, ch.ctx, api.getVersion, ch.h, &v)); err != nil {
 		ch.destroy()
 		return nil, err
 	}
 	ch.ver = int(v)
-	if err := api.check("cublasSetStream_v2", C.pt_cublasSetStream(api.setStream, ch.h, C.pt_cudaStream(stream))); err != nil {
+	if err := api.check("cublasSetStream_v2", C.pt_cublasSetStream(setcur, ch.ctx, api.setStream, ch.h, C.pt_cudaStream(stream))); err != nil {
 		ch.destroy()
 		return nil, err
 	}
 	// Default math: SGEMM in IEEE float32. TF32 is requested per call.
-	if err := api.check("cublasSetMathMode", C.pt_cublasSetMathMode(api.setMathMode, ch.h, cublasDefaultMath)); err != nil {
+	if err := api.check("cublasSetMathMode", C.pt_cublasSetMathMode(setcur, ch.ctx, api.setMathMode, ch.h, cublasDefaultMath)); err != nil {
 		ch.destroy()
 		return nil, err
 	}

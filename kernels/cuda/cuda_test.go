@@ -3,6 +3,7 @@ package cuda
 import (
 	"math"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -111,20 +112,79 @@ func TestLibraryNotFoundMessage(t *testing.T) {
 }
 
 // TestLibraryOrderFollowsDriver: libraries of the driver's CUDA major come
-// first; an unknown driver prefers the newest.
+// first, newer majors are never tried; an unknown driver (compile-only use)
+// prefers the newest.
 func TestLibraryOrderFollowsDriver(t *testing.T) {
 	for _, c := range []struct {
 		driver int
 		want   string
 	}{
 		{0, "libnvrtc.so.13 libnvrtc.so.12 libnvrtc.so"},
-		{12040, "libnvrtc.so.12 libnvrtc.so.13 libnvrtc.so"},
+		{12040, "libnvrtc.so.12 libnvrtc.so"},
 		{13020, "libnvrtc.so.13 libnvrtc.so.12 libnvrtc.so"},
 		{14000, "libnvrtc.so.13 libnvrtc.so.12 libnvrtc.so"},
 	} {
 		if got := strings.Join(nvrtcSpec(c.driver).sonames, " "); got != c.want {
 			t.Errorf("driver %d: NVRTC sonames %q, want %q", c.driver, got, c.want)
 		}
+	}
+	for _, c := range []struct {
+		name       string
+		lib, drv   int
+		wantRefuse bool
+	}{
+		{"13 on a 12.4 driver", 13, 12040, true},
+		{"12 on a 13.0 driver", 12, 13000, false},
+		{"12 on 12.8", 12, 12080, false},
+		{"unknown library version", 0, 12040, false},
+		{"unknown driver", 13, 0, false},
+	} {
+		if got := newerThanDriver("NVRTC", c.lib, c.drv) != ""; got != c.wantRefuse {
+			t.Errorf("%s: refused %v, want %v", c.name, got, c.wantRefuse)
+		}
+	}
+	for name, want := range map[string]int{"libcublas.so.12": 12, "/x/nvidia/cu13/lib/libcublas.so.13": 13, "libcublas.so": 0, "libcublas.so.12.8.4": 12, "libfoo.so.x": 0} {
+		if got := sonameMajor(name); got != want {
+			t.Errorf("sonameMajor(%q) = %d, want %d", name, got, want)
+		}
+	}
+}
+
+// TestLibraryCandidatesVersionFirst: with both pip wheel sets installed, a
+// CUDA 12 driver gets pip's CUDA 12 library, never the CUDA 13 one in
+// nvidia/cu13/lib (which would not run on it); an unknown driver tries 13
+// first, in every place, before any 12.
+func TestLibraryCandidatesVersionFirst(t *testing.T) {
+	root := t.TempDir()
+	sp := root + "/lib/python3.99/site-packages"
+	for _, f := range []string{"/nvidia/cu13/lib/libnvrtc.so.13", "/nvidia/cuda_nvrtc/lib/libnvrtc.so.12"} {
+		if err := os.MkdirAll(filepath.Dir(sp+f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(sp+f, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("VIRTUAL_ENV", root)
+	t.Setenv(EnvNVRTCLib, "")
+	pos := func(names []string, suffix string) int {
+		for i, n := range names {
+			if strings.HasSuffix(n, suffix) {
+				return i
+			}
+		}
+		return -1
+	}
+	names, _ := nvrtcSpec(12040).candidates()
+	if pos(names, "cu13/lib/libnvrtc.so.13") >= 0 || pos(names, "cuda_nvrtc/lib/libnvrtc.so.12") < 0 {
+		t.Errorf("driver 12.4: candidates %v; want pip's libnvrtc.so.12 and no .so.13", names)
+	}
+	names, _ = nvrtcSpec(0).candidates()
+	if p13, p12 := pos(names, "cu13/lib/libnvrtc.so.13"), pos(names, "libnvrtc.so.12"); p13 < 0 || p12 < 0 || p13 > p12 {
+		t.Errorf("unknown driver: candidates %v; want every .so.13 before any .so.12", names)
+	}
+	if names[len(names)-1] != "libnvrtc.so" {
+		t.Errorf("the unversioned soname (any version) must come last: %v", names)
 	}
 }
 

@@ -20,7 +20,10 @@
 //     symbols: the bare names are the legacy API).
 //
 // PEERTUNE_LIBCUDA, PEERTUNE_LIBNVRTC and PEERTUNE_LIBCUBLAS name a library
-// explicitly. Libraries of the driver's CUDA major version are preferred.
+// explicitly. Libraries of the driver's CUDA major version are preferred,
+// then older ones; one newer than the driver is never used (a toolkit needs
+// a driver of at least its major), and a GPU older than sm_75 needs the
+// CUDA 12 libraries (CUDA 13 dropped it).
 // Without a library or a GPU, New returns an error that names what is
 // missing, every place it looked and how to install it (IsNotAvailable is
 // then true), and Probe says the same without creating anything: the

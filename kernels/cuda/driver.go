@@ -19,6 +19,7 @@ const (
 	cudaErrorInvalidImage = 200 // CUDA_ERROR_INVALID_IMAGE
 	cudaErrorNoBinaryGPU  = 209 // CUDA_ERROR_NO_BINARY_FOR_GPU
 	cudaErrorUnsupPTX     = 222 // CUDA_ERROR_UNSUPPORTED_PTX_VERSION
+	cudaErrorInvalidPTX   = 218 // CUDA_ERROR_INVALID_PTX
 
 	cuDevAttrMultiprocessorCount       = 16 // CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
 	cuDevAttrComputeCapabilityMajor    = 75 // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR

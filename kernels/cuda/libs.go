@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/peertune/peertune/internal/dl"
@@ -23,8 +24,8 @@ const (
 // Install hints, part of every "not found" error.
 const (
 	hintDriver = "install the NVIDIA driver (it provides libcuda.so.1), or set " + EnvDriverLib + "=/path/to/libcuda.so.1"
-	hintNVRTC  = "pip install nvidia-cuda-nvrtc-cu12 (or the CUDA toolkit), or set " + EnvNVRTCLib + "=/path/to/libnvrtc.so.12"
-	hintCublas = "pip install nvidia-cublas-cu12 (or the CUDA toolkit), or set " + EnvCublasLib + "=/path/to/libcublas.so.12"
+	hintNVRTC  = "pip install nvidia-cuda-nvrtc-cu12 (CUDA 12 driver) or nvidia-cuda-nvrtc (CUDA 13 driver), or the CUDA toolkit, or set " + EnvNVRTCLib + "=/path/to/libnvrtc.so.12"
+	hintCublas = "pip install nvidia-cublas-cu12 (CUDA 12 driver) or nvidia-cublas (CUDA 13 driver), or the CUDA toolkit, or set " + EnvCublasLib + "=/path/to/libcublas.so.12"
 )
 
 // libSpec says how to find one library.
@@ -43,15 +44,16 @@ type libSpec struct {
 }
 
 // candidates lists every name Open should try, in order: the env override
-// alone when set; else the sonames (LD_LIBRARY_PATH, ld.so.cache, the
-// default directories), then each soname in the CUDA toolkit's library
-// directories and in pip's NVIDIA wheels under every Python site-packages
-// directory that exists.
+// alone when set; else soname by soname (the preferred CUDA major first),
+// the soname as the dynamic loader finds it (LD_LIBRARY_PATH, ld.so.cache,
+// the default directories), then in the CUDA toolkit's library directories
+// and in pip's NVIDIA wheels under every Python site-packages directory
+// that exists. Version before place: a library of the driver's major in
+// pip's CUDA 12 folder beats a newer one in the CUDA 13 folder.
 func (s libSpec) candidates() (names []string, explicit bool) {
 	if p := os.Getenv(s.env); p != "" {
 		return []string{p}, true
 	}
-	names = append(names, s.sonames...)
 	var dirs []string
 	if s.toolkit {
 		dirs = append(dirs, toolkitLibDirs()...)
@@ -61,8 +63,9 @@ func (s libSpec) candidates() (names []string, explicit bool) {
 			dirs = append(dirs, filepath.Join(sp, d))
 		}
 	}
-	for _, d := range dirs {
-		for _, so := range s.sonames {
+	for _, so := range s.sonames {
+		names = append(names, so)
+		for _, d := range dirs {
 			p := filepath.Join(d, so)
 			if _, err := os.Stat(p); err == nil && !slices.Contains(names, p) {
 				names = append(names, p)
@@ -118,10 +121,13 @@ func driverSpec() libSpec {
 	}
 }
 
-// majorsFor orders CUDA major versions for a driver: the libraries of the
-// driver's own major first (a library newer than the driver may refuse to
-// run, and its cubins may not load), then older majors. driverVersion 0
-// (unknown, e.g. the compile-only NVRTC test) prefers the newest.
+// majorsFor lists the CUDA major versions whose libraries can work with a
+// driver, newest first: the driver's own major and older ones. A library
+// newer than the driver is never tried: NVIDIA's compatibility rule is that
+// a toolkit needs a driver of at least its major (CUDA 13: R580), so its
+// cubins or PTX would not load and cuBLAS would not initialise.
+// driverVersion 0 (unknown, e.g. the compile-only NVRTC test, where no
+// driver runs anything) allows every major, newest first.
 func majorsFor(driverVersion int) []int {
 	all := []int{13, 12}
 	if driverVersion <= 0 {
@@ -134,12 +140,32 @@ func majorsFor(driverVersion int) []int {
 			out = append(out, m)
 		}
 	}
-	for _, m := range all { // newer than the driver: last resort
-		if m > dm {
-			out = append(out, m)
-		}
-	}
 	return out
+}
+
+// newerThanDriver says why a loaded library of CUDA major libMajor cannot
+// work with the driver, or "" when it can (or either version is unknown):
+// the unversioned libnvrtc.so / libcublas.so may be of any version.
+func newerThanDriver(what string, libMajor, driverVersion int) string {
+	if libMajor <= 0 || driverVersion <= 0 || libMajor <= driverVersion/1000 {
+		return ""
+	}
+	return fmt.Sprintf("%s is CUDA %d, newer than the driver's CUDA %s: a toolkit needs a driver of at least its major version", what, libMajor, driverVersionString(driverVersion))
+}
+
+// sonameMajor is the CUDA major in a library's soname ("libcublas.so.12"
+// or a path ending in it: 12), or 0 when the name carries none.
+func sonameMajor(name string) int {
+	i := strings.LastIndex(name, ".so.")
+	if i < 0 {
+		return 0
+	}
+	v, _, _ := strings.Cut(name[i+4:], ".")
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
 
 func nvrtcSpec(driverVersion int) libSpec {

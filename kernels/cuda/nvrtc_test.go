@@ -179,6 +179,19 @@ func TestNVRTCTargetForNewerGPU(t *testing.T) {
 	if _, err := c.target(10); err == nil {
 		t.Error("target(sm_10): want an error (older than any supported architecture)")
 	}
+	// A GPU between two architectures NVRTC lists gets PTX for the one
+	// below it (the driver compiles PTX for any later compute capability).
+	for i := 1; i < len(nv.archs); i++ {
+		lo, hi := nv.archs[i-1], nv.archs[i]
+		if hi-lo < 2 {
+			continue
+		}
+		got, err := c.target(lo + 1)
+		if err != nil || got != fmt.Sprintf("compute_%d", lo) {
+			t.Errorf("target(sm_%d), between %d and %d: %q, %v; want compute_%d", lo+1, lo, hi, got, err, lo)
+		}
+		break
+	}
 	img, err := c.image("dropout", newest+10)
 	if err != nil {
 		t.Fatal(err)

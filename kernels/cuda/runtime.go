@@ -84,9 +84,15 @@ func loadLibsUncached() (*libs, error) {
 	if l.nv, err = loadNVRTC(nlib); err != nil {
 		return nil, unavailable("cuda: %w", err)
 	}
+	if why := newerThanDriver("NVRTC "+nlib.Name()+" "+l.nv.versionString(), l.nv.major, l.drv.version); why != "" {
+		return nil, unavailable("cuda: %s; %s", why, hintNVRTC)
+	}
 	blib, err := cublasSpec(l.drv.version).open()
 	if err != nil {
 		return nil, unavailable("cuda: %w", err)
+	}
+	if why := newerThanDriver("cuBLAS "+blib.Name(), sonameMajor(blib.Name()), l.drv.version); why != "" {
+		return nil, unavailable("cuda: %s; %s", why, hintCublas)
 	}
 	if l.blas, err = loadCublas(blib); err != nil {
 		return nil, unavailable("cuda: %w", err)
