@@ -131,7 +131,7 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--lora-targets: %w", err)
 		}
 	}
-	if _, err := c.ResolvePrecision(true); err != nil { // whether it needs a GPU is checked when the device is known
+	if _, err := c.ResolvePrecision(Device{CUDA: true, BF16: true}); err != nil { // the device is checked when it is known
 		return err
 	}
 	switch {
@@ -197,20 +197,31 @@ func (c Config) Hash() string {
 	return hex.EncodeToString(sum[:])
 }
 
-// ResolvePrecision is the model precision for a run on a GPU (cuda) or the
-// CPU: --precision, with auto meaning bf16 on a GPU and f32 on the CPU.
-func (c *Config) ResolvePrecision(cuda bool) (kernels.DType, error) {
+// Device says what a node computes on, for ResolvePrecision.
+type Device struct {
+	CUDA bool // a GPU (the CUDA backend), not the CPU
+	// BF16 says the GPU has bf16 tensor cores (compute capability 8.0 and
+	// later: Ampere, Hopper, Blackwell); cuBLAS refuses bf16 GEMMs below.
+	BF16 bool
+}
+
+// ResolvePrecision is the model precision on dev: --precision, with auto
+// meaning bf16 on a GPU with bf16 tensor cores and f32 otherwise.
+func (c *Config) ResolvePrecision(dev Device) (kernels.DType, error) {
 	switch c.Precision {
 	case "auto", "":
-		if cuda {
+		if dev.CUDA && dev.BF16 {
 			return kernels.BF16, nil
 		}
 		return kernels.F32, nil
 	case "f32", "fp32", "float32":
 		return kernels.F32, nil
 	case "bf16", "bfloat16":
-		if !cuda {
+		if !dev.CUDA {
 			return 0, fmt.Errorf("--precision %s needs a GPU (--device cuda): the CPU backend computes in float32", c.Precision)
+		}
+		if !dev.BF16 {
+			return 0, fmt.Errorf("--precision %s: this GPU has no bf16 tensor cores (compute capability below 8.0); use --precision f32", c.Precision)
 		}
 		return kernels.BF16, nil
 	}

@@ -208,6 +208,8 @@ type JobIO struct {
 	// per-thread buffers (0: GOMAXPROCS). CUDA says the budget is a GPU's.
 	Threads int
 	CUDA    bool
+	// CUDABF16: the GPU has bf16 tensor cores (decides --precision auto).
+	CUDABF16 bool
 }
 
 // Session is one rank's whole job: the model and data it loaded once, and the
@@ -263,7 +265,7 @@ func NewSession(cfg Config, be kernels.Backend, log *zap.Logger, jio JobIO) (*Se
 	if err != nil {
 		return nil, err
 	}
-	if opts.Precision, err = cfg.ResolvePrecision(jio.CUDA); err != nil {
+	if opts.Precision, err = cfg.ResolvePrecision(Device{CUDA: jio.CUDA, BF16: jio.CUDABF16}); err != nil {
 		return nil, err
 	}
 	log.Info("precision", zap.Stringer("compute", opts.Precision), zap.String("flag", cfg.Precision),

@@ -130,9 +130,12 @@ than full steps: frozen base weights get no weight gradient.`,
 			if err != nil {
 				return err
 			}
-			_, onGPU := be.(*cuda.Backend)
+			var dev trainer.Device
+			if gb, ok := be.(*cuda.Backend); ok {
+				dev = trainer.Device{CUDA: true, BF16: gb.HasBF16()}
+			}
 			pc := trainer.Config{Precision: precision}
-			if opts.Precision, err = pc.ResolvePrecision(onGPU); err != nil {
+			if opts.Precision, err = pc.ResolvePrecision(dev); err != nil {
 				return err
 			}
 			res, err := benchStep(be, cfg, opts, seqLen, microBatch, steps)
@@ -156,7 +159,7 @@ than full steps: frozen base weights get no weight gradient.`,
 	f.BoolVar(&recompute, "recompute", false, "recompute activations in the backward pass")
 	f.BoolVar(&asJSON, "json", false, "print one JSON line")
 	f.StringVar(&device, "device", "cpu", "auto, cpu or cuda")
-	f.StringVar(&precision, "precision", "auto", "auto (bf16 on a GPU, f32 on the CPU), f32 or bf16")
+	f.StringVar(&precision, "precision", "auto", "auto (bf16 on a GPU with bf16 tensor cores, sm_80+; else f32), f32 or bf16")
 	return cmd
 }
 

@@ -19,6 +19,7 @@ func nodeResources(ctx context.Context, log *zap.Logger, spec string, be kernels
 	device := -1
 	if c, ok := be.(*cuda.Backend); ok {
 		device = c.Device().Ordinal
+		jio.CUDABF16 = c.HasBF16()
 	}
 	jio.CUDA = device >= 0 // decides --precision auto, budget or not
 	if spec == "" || spec == "off" {

@@ -88,7 +88,7 @@ command line override the file.`,
 	f.Float64Var(&cfg.GradClip, "grad-clip", cfg.GradClip, "clip the global gradient norm to this (0: off)")
 	f.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed for data order, splits, adapter init and dropout")
 	f.BoolVar(&cfg.Recompute, "recompute", cfg.Recompute, "recompute activations in the backward pass (less memory, ~1/3 more compute)")
-	f.StringVar(&cfg.Precision, "precision", cfg.Precision, "compute precision: auto (bf16 on a GPU, f32 on the CPU), f32, or bf16 (GPU: bf16 activations and GEMM weights, f32 master weights, gradients and optimizer state)")
+	f.StringVar(&cfg.Precision, "precision", cfg.Precision, "compute precision: auto (bf16 on a GPU with bf16 tensor cores, sm_80+; else f32), f32, or bf16 (GPU: bf16 activations and GEMM weights, f32 master weights, gradients and optimizer state)")
 	f.IntVar(&cfg.EvalEvery, "eval-every", cfg.EvalEvery, "validation loss every N steps (0: never)")
 	f.IntVar(&cfg.Patience, "patience", cfg.Patience, "stop after N evaluations without improvement (0: never)")
 	f.IntVar(&cfg.EvalExamples, "eval-examples", cfg.EvalExamples, "held-out examples scored by generation before and after")

@@ -218,6 +218,11 @@ func (be *Backend) Name() string { return be.name }
 // Device describes the GPU.
 func (be *Backend) Device() DeviceInfo { return be.info.public() }
 
+// HasBF16 reports whether the GPU has bf16 tensor cores (compute
+// capability 8.0 and later), which bf16 GEMMs need: cuBLAS refuses
+// CUDA_R_16BF GEMMs on older GPUs.
+func (be *Backend) HasBF16() bool { return be.info.major >= 8 }
+
 // TF32 reports whether float32 GEMMs run in TF32.
 func (be *Backend) TF32() bool { return be.tf32 }
 
