@@ -146,7 +146,7 @@ if [ -x "$CT" ]; then
     st=FAIL
   fi
   log="$LOGDIR/kerneltest.log"
-  for t in TestKernelsFP32 TestKernelsTF32 TestNVRTCCompileAllKernels TestKernelsOnFakeGPU; do
+  for t in TestKernelsFP32 TestKernelsTF32 TestKernelsGEMMAttentionGPU TestNVRTCCompileAllKernels TestKernelsOnFakeGPU; do
     res=$(grep -E "^--- (PASS|FAIL|SKIP): $t " "$log" | awk '{print $2}' | tr -d ':')
     secs=$(grep -E "^--- (PASS|FAIL|SKIP): $t " "$log" | awk '{print $4}' | tr -d '()')
     npass=$(grep -cE "^ +--- PASS: $t/" "$log")
@@ -154,13 +154,15 @@ if [ -x "$CT" ]; then
     case "$res" in
     PASS) record "  ${t#Test}" ok "$secs, $npass subtests passed" ;;
     SKIP) # on the device the GPU suites must run: a skip is a failure here
-      case "$t" in TestKernelsFP32 | TestKernelsTF32) s2=FAIL ;; *) s2=SKIP ;; esac
+      case "$t" in TestKernelsFP32 | TestKernelsTF32 | TestKernelsGEMMAttentionGPU) s2=FAIL ;; *) s2=SKIP ;; esac
       record "  ${t#Test}" "$s2" "skipped: $(grep -A1 -E "^=== RUN +$t\$" "$log" | tail -1 | sed 's/^ *//' | cut -c1-120)" ;;
     FAIL) record "  ${t#Test}" FAIL "$secs, $nfail of $((npass + nfail)) subtests failed" ;;
     *) record "  ${t#Test}" FAIL "no result (timed out or crashed?)" ;;
     esac
   done
-  grep -qE "^--- PASS: TestKernelsFP32 " "$log" && grep -qE "^--- PASS: TestKernelsTF32 " "$log" || st=FAIL
+  for t in TestKernelsFP32 TestKernelsTF32 TestKernelsGEMMAttentionGPU; do
+    grep -qE "^--- PASS: $t " "$log" || st=FAIL
+  done
   record kerneltest "$st" "first failures: $(grep -E '^ +--- FAIL' "$log" | head -3 | awk '{print $3}' | tr '\n' ' ')"
 else
   record kerneltest FAIL "no $CT"
@@ -239,15 +241,19 @@ fi
 
 # --- step tokens/s of a ~1B Llama (Llama 3.2 1B shape) ------------------------
 # bf16 (bf16 activations and GEMM weights, f32 master weights), LoRA and
-# full; and LoRA with f32 storage and TF32 GEMMs for the ratio. mfu_vs_gemm
-# compares with an 8192^3 GEMM of the same precision in the same run.
+# full; LoRA with f32 storage and TF32 GEMMs; and bf16 LoRA with the flash
+# attention kernels instead of attention through GEMMs (the default at this
+# length), for the ratios. mfu_vs_gemm compares with an 8192^3 GEMM of the
+# same precision in the same run.
 if [ -x "$PT" ]; then
-  for run in lora:bf16 full:bf16 lora:f32; do
-    m=${run%%:*} prec=${run##*:}
-    if step "step-$m-$prec" 120 "$PT" bench step --device cuda --model llama3.2-1b --method "$m" --precision "$prec" --seq-len 2048 --micro-batch 1 --steps 2 --json; then
-      record "step-$m-$prec" ok "$(grep -o '"tokens_per_s":[0-9.]*\|"achieved_gflops":[0-9.]*\|"mfu_vs_gemm":[0-9.]*' "$LOGDIR/step-$m-$prec.log" | tr '\n' ' ')"
+  for run in lora:bf16:auto full:bf16:auto lora:f32:auto lora:bf16:flash; do
+    IFS=: read -r m prec attn <<<"$run"
+    name="step-$m-$prec"
+    [ "$attn" = auto ] || name="$name-$attn"
+    if PEERTUNE_CUDA_ATTENTION=$attn step "$name" 120 "$PT" bench step --device cuda --model llama3.2-1b --method "$m" --precision "$prec" --seq-len 2048 --micro-batch 1 --steps 2 --json; then
+      record "$name" ok "$(grep -o '"tokens_per_s":[0-9.]*\|"achieved_gflops":[0-9.]*\|"mfu_vs_gemm":[0-9.]*' "$LOGDIR/$name.log" | tr '\n' ' ')"
     else
-      record "step-$m-$prec" FAIL "see $LOGDIR/step-$m-$prec.log"
+      record "$name" FAIL "see $LOGDIR/$name.log"
     fi
   done
 fi

@@ -25,6 +25,10 @@ type Options struct {
 	// Logger receives one Info line per process and device saying which GPU
 	// and libraries are in use. nil means no logging.
 	Logger *zap.Logger
+	// Attention chooses the attention kernels: "flash" (one pass on the
+	// CUDA cores), "gemm" (scores through tensor-core GEMMs) or "auto"/""
+	// (GEMMs from 256 positions on). EnvAttention overrides it.
+	Attention string
 	// TF32 runs float32 GEMMs on tensor cores in TF32 (10-bit mantissa
 	// inputs, float32 accumulation; cuBLAS CUBLAS_COMPUTE_32F_FAST_TF32),
 	// about 8x faster on A100/H100 than IEEE float32. The other kernels are
@@ -57,6 +61,10 @@ type Backend struct {
 	partial scratch
 	half    [2]scratch // bf16 copies of float32 GEMM operands (Matmul with a bf16 operand)
 	stage   []scratch  // float32 copies of bf16 arguments of the other ops (mixed.go)
+	// attention through GEMMs: [E, T, T] scores and their gradients
+	attnS, attnDP scratch
+	attn          string // "auto", "flash" or "gemm" (ops_attention_gemm.go)
+	attnBudget    int    // bytes for the score buffers; 0: attnScoresBudget
 
 	rope map[ropeKey]*ropeTable
 
@@ -99,6 +107,10 @@ func New(opts Options) (*Backend, error) {
 	default:
 		return nil, fmt.Errorf("cuda: %s=%q: want 0 or 1", EnvTF32, v)
 	}
+	mode, err := attnMode(opts.Attention)
+	if err != nil {
+		return nil, err
+	}
 	log := opts.Logger
 	if log == nil {
 		log = zap.NewNop()
@@ -111,7 +123,7 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cuda: device %d (%s): %w", opts.Device, info.name, err)
 	}
-	be := &Backend{log: log, g: g, info: info, tf32: opts.TF32, rope: map[ropeKey]*ropeTable{}}
+	be := &Backend{log: log, g: g, info: info, tf32: opts.TF32, attn: mode, rope: map[ropeKey]*ropeTable{}}
 	be.name = "cuda/" + info.name
 	arch := 10*info.major + info.minor
 	if arch < 75 && l.nv.major >= 13 {
@@ -198,7 +210,7 @@ func (be *Backend) Close() error {
 	}
 	be.closed = true
 	be.g.sync() // queued kernels may still use the scratch freed below; close reports a sticky error again
-	for _, s := range []*scratch{&be.ints, &be.attnD, &be.partial, &be.half[0], &be.half[1]} {
+	for _, s := range []*scratch{&be.ints, &be.attnD, &be.partial, &be.half[0], &be.half[1], &be.attnS, &be.attnDP} {
 		s.release(be.g)
 	}
 	for i := range be.stage {

@@ -44,6 +44,15 @@ typedef pt_cublasStatus (*pt_cublasSgemm_fn)(pt_cublasHandle, int, int, int, int
 // is a C++-only inline wrapper in the header.)
 typedef pt_cublasStatus (*pt_cublasGemmEx_fn)(pt_cublasHandle, int, int, int, int, int,
 	const void *, const void *, int, int, const void *, int, int, const void *, void *, int, int, int, int);
+// cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle,
+//   cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k,
+//   const void* alpha, const void* A, cudaDataType Atype, int lda, long long int strideA,
+//   const void* B, cudaDataType Btype, int ldb, long long int strideB, const void* beta,
+//   void* C, cudaDataType Ctype, int ldc, long long int strideC, int batchCount,
+//   cublasComputeType_t computeType, cublasGemmAlgo_t algo);
+typedef pt_cublasStatus (*pt_cublasGemmStridedBatchedEx_fn)(pt_cublasHandle, int, int, int, int, int,
+	const void *, const void *, int, int, long long, const void *, int, int, long long, const void *,
+	void *, int, int, long long, int, int, int);
 
 // CUresult cuCtxSetCurrent(CUcontext ctx); (cuda.h) -- cuBLAS runs on the
 // calling thread's current context, so each call makes ours current first.
@@ -95,6 +104,14 @@ static pt_cublasStatus pt_cublasGemmEx(void *setcur, pt_CUcontext_b ctx, void *f
 	return ((pt_cublasGemmEx_fn)fn)(h, ta, tb, m, n, k, &alpha, (const void *)A, atype, lda,
 		(const void *)B, btype, ldb, &beta, (void *)C, ctype, ldc, compute, algo);
 }
+static pt_cublasStatus pt_cublasGemmStridedBatchedEx(void *setcur, pt_CUcontext_b ctx, void *fn, pt_cublasHandle h,
+		int ta, int tb, int m, int n, int k, float alpha,
+		unsigned long long A, int atype, int lda, long long sa, unsigned long long B, int btype, int ldb, long long sb,
+		float beta, unsigned long long C, int ctype, int ldc, long long sc, int batch, int compute, int algo) {
+	PT_BSETCUR(setcur, ctx);
+	return ((pt_cublasGemmStridedBatchedEx_fn)fn)(h, ta, tb, m, n, k, &alpha, (const void *)A, atype, lda, sa,
+		(const void *)B, btype, ldb, sb, &beta, (void *)C, ctype, ldc, sc, batch, compute, algo);
+}
 */
 import "C"
 
@@ -130,6 +147,7 @@ type cublasAPI struct {
 	lib *dl.Lib
 
 	create, destroy, getVersion, setStream, setMathMode, sgemm, gemmEx unsafe.Pointer
+	gemmStridedBatchedEx                                               unsafe.Pointer // attention's batched GEMMs
 	getStatusString                                                    unsafe.Pointer // optional (cuBLAS >= 11.4.2)
 }
 
@@ -146,6 +164,7 @@ func loadCublas(lib *dl.Lib) (*cublasAPI, error) {
 		{"cublasSetMathMode", &b.setMathMode},
 		{"cublasSgemm_v2", &b.sgemm},
 		{"cublasGemmEx", &b.gemmEx},
+		{"cublasGemmStridedBatchedEx", &b.gemmStridedBatchedEx},
 	}
 	for _, s := range syms {
 		p, err := lib.Sym(s.name)
@@ -243,6 +262,10 @@ type gemmCall struct {
 	// or, with tf32, cublasGemmEx with CUBLAS_COMPUTE_32F_FAST_TF32.
 	abBF16, cBF16 bool
 	tf32          bool
+	// batch > 0: batch GEMMs (cublasGemmStridedBatchedEx), the i-th on A, B
+	// and C offset by i times their stride (in elements).
+	batch                     int
+	strideA, strideB, strideC int64
 }
 
 func cublasOp(t bool) C.int {
@@ -253,7 +276,7 @@ func cublasOp(t bool) C.int {
 }
 
 func (ch *cublasHandle) gemm(g gemmCall) error {
-	if !g.abBF16 && !g.cBF16 && !g.tf32 {
+	if g.batch == 0 && !g.abBF16 && !g.cBF16 && !g.tf32 {
 		return ch.api.check("cublasSgemm_v2", C.pt_cublasSgemm(ch.setcur, ch.ctx, ch.api.sgemm, ch.h,
 			cublasOp(g.transA), cublasOp(g.transB), C.int(g.m), C.int(g.n), C.int(g.k), C.float(g.alpha),
 			C.ulonglong(g.a), C.int(g.lda), C.ulonglong(g.b), C.int(g.ldb), C.float(g.beta),
@@ -268,6 +291,12 @@ func (ch *cublasHandle) gemm(g gemmCall) error {
 	}
 	if g.tf32 && !g.abBF16 {
 		compute = cublasCompute32FFastTF32
+	}
+	if g.batch > 0 {
+		return ch.api.check("cublasGemmStridedBatchedEx", C.pt_cublasGemmStridedBatchedEx(ch.setcur, ch.ctx, ch.api.gemmStridedBatchedEx, ch.h,
+			cublasOp(g.transA), cublasOp(g.transB), C.int(g.m), C.int(g.n), C.int(g.k), C.float(g.alpha),
+			C.ulonglong(g.a), abType, C.int(g.lda), C.longlong(g.strideA), C.ulonglong(g.b), abType, C.int(g.ldb), C.longlong(g.strideB),
+			C.float(g.beta), C.ulonglong(g.c), cType, C.int(g.ldc), C.longlong(g.strideC), C.int(g.batch), compute, cublasGemmDefault))
 	}
 	return ch.api.check("cublasGemmEx", C.pt_cublasGemmEx(ch.setcur, ch.ctx, ch.api.gemmEx, ch.h,
 		cublasOp(g.transA), cublasOp(g.transB), C.int(g.m), C.int(g.n), C.int(g.k), C.float(g.alpha),

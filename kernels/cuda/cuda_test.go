@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -49,6 +50,26 @@ func TestKernelsTF32(t *testing.T) {
 	newTestBackend(t, true)
 	kerneltest.RunOptions(t, func(t *testing.T) kernels.Backend { return newTestBackend(t, true) },
 		kerneltest.Options{TolScale: 100})
+}
+
+// TestKernelsGEMMAttentionGPU runs the suite with attention through
+// batched GEMMs at every length (training lengths take that path; the
+// suite's shapes are shorter than where auto switches), in IEEE float32
+// and in TF32.
+func TestKernelsGEMMAttentionGPU(t *testing.T) {
+	for _, tf32 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tf32=%v", tf32), func(t *testing.T) {
+			t.Setenv(EnvTF32, "")
+			t.Setenv(EnvAttention, "gemm")
+			newTestBackend(t, tf32)
+			scale := 1.0
+			if tf32 {
+				scale = 100
+			}
+			kerneltest.RunOptions(t, func(t *testing.T) kernels.Backend { return newTestBackend(t, tf32) },
+				kerneltest.Options{TolScale: scale})
+		})
+	}
 }
 
 // TestNewWithoutCUDA: on a machine without a usable GPU (CI), New fails

@@ -37,6 +37,11 @@
 // the NVRTC gets PTX for NVRTC's newest architecture, which the driver
 // compiles.
 //
+// Attention has two implementations: flash-style kernels (one pass, CUDA
+// cores) and, from 256 positions on, scores through batched tensor-core
+// GEMMs with the causal softmax as a kernel (ops_attention_gemm.go);
+// Options.Attention or PEERTUNE_CUDA_ATTENTION choose.
+//
 // Every op checks its shapes on the host and returns an error naming the op
 // before issuing anything; kernels then run asynchronously in issue order
 // on the Backend's stream, and GPU faults surface at Sync or CopyOut.

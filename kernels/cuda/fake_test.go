@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -170,6 +171,32 @@ func (f *fakeGPU) close() error { return nil }
 // (cublas_api.h / the cuBLAS docs: lda >= max(1, rows of A as stored)).
 func (f *fakeGPU) gemm(g gemmCall) error {
 	f.gemms = append(f.gemms, g)
+	if g.batch > 0 {
+		// cublasGemmStridedBatchedEx: batch GEMMs on strided operands.
+		ab, cb := uint64(4), uint64(4)
+		if g.abBF16 {
+			ab = 2
+		}
+		if g.cBF16 {
+			cb = 2
+		}
+		for i := 0; i < g.batch; i++ {
+			sub := g
+			sub.batch = 0
+			sub.a += uint64(int64(i)*g.strideA) * ab
+			sub.b += uint64(int64(i)*g.strideB) * ab
+			sub.c += uint64(int64(i)*g.strideC) * cb
+			if err := f.gemm1(sub); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return f.gemm1(g)
+}
+
+// gemm1 is one column-major GEMM.
+func (f *fakeGPU) gemm1(g gemmCall) error {
 	if g.cBF16 && !g.abBF16 {
 		return fmt.Errorf("fake cuBLAS: CUBLAS_STATUS_NOT_SUPPORTED (bf16 C needs bf16 A and B)")
 	}
@@ -537,6 +564,61 @@ func init() {
 		"pt_attention_dsum":    fakeAttentionDsum,
 		"pt_attention_bwd_dq":  fakeAttentionDQ,
 		"pt_attention_bwd_dkv": fakeAttentionDKV,
+		// attention_gemm.cu
+		"pt_attn_softmax": func(l *fakeLaunch) {
+			E, T, H, b, j, kv0, g := l.i(2), l.i(3), l.i(4), l.i(5), l.i(6), l.i(7), l.i(8)
+			s := l.F(0, E*T*T)
+			l.forEach(E*T, func(r int) {
+				e, i := r/T, r%T
+				row := s[r*T : (r+1)*T]
+				m := float32(math.Inf(-1))
+				for c := 0; c <= i; c++ {
+					m = max(m, row[c])
+				}
+				var sum float32
+				for c := 0; c <= i; c++ {
+					sum += expf(row[c] - m)
+				}
+				lv := m + float32(math.Log(float64(sum)))
+				for c := range row {
+					if c <= i {
+						row[c] = expf(row[c] - lv)
+					} else {
+						row[c] = 0
+					}
+				}
+				h := (kv0+e)*g + j
+				l.f.f32s(l.p(1)+uint64(4*((b*H+h)*T+i)), 1)[0] = lv
+			})
+		},
+		"pt_attn_probs": func(l *fakeLaunch) {
+			E, T, H, b, j, kv0, g := l.i(2), l.i(3), l.i(4), l.i(5), l.i(6), l.i(7), l.i(8)
+			s := l.F(0, E*T*T)
+			l.forEach(E*T*T, func(x int) {
+				r, c := x/T, x%T
+				e, i := r/T, r%T
+				if c > i {
+					s[x] = 0
+					return
+				}
+				h := (kv0+e)*g + j
+				s[x] = expf(s[x] - l.f.f32s(l.p(1)+uint64(4*((b*H+h)*T+i)), 1)[0])
+			})
+		},
+		"pt_attn_dscores": func(l *fakeLaunch) {
+			E, T, H, b, j, kv0, g := l.i(3), l.i(4), l.i(5), l.i(6), l.i(7), l.i(8), l.i(9)
+			dp, p := l.F(0, E*T*T), l.F(1, E*T*T)
+			l.forEach(E*T*T, func(x int) {
+				r, c := x/T, x%T
+				e, i := r/T, r%T
+				if c > i {
+					dp[x] = 0
+					return
+				}
+				h := (kv0+e)*g + j
+				dp[x] = p[x] * (dp[x] - l.f.f32s(l.p(2)+uint64(4*((b*H+h)*T+i)), 1)[0])
+			})
+		},
 		"pt_cvt_f32_to_bf16": func(l *fakeLaunch) {
 			n := l.l(2)
 			out, in := l.f.u16s(l.p(0), n), l.F(1, n)
@@ -942,6 +1024,36 @@ func TestKernelsOnFakeGPU(t *testing.T) {
 			be.Close()
 			if f.live != 0 {
 				t.Errorf("%d device allocations leaked (kerneltest frees every buffer; the backend frees its scratch at Close)", f.live)
+			}
+		})
+		return be
+	})
+}
+
+// TestKernelsOnFakeGPUGEMMAttention runs the suite again with attention
+// through batched GEMMs at every length (Options.Attention "gemm"), so the
+// path that training lengths take on a GPU is checked here too: strides,
+// leading dimensions, GQA grouping, the causal softmax and lse.
+func TestKernelsOnFakeGPUGEMMAttention(t *testing.T) {
+	kerneltest.Run(t, func(t *testing.T) kernels.Backend {
+		be, f := newFakeBackend(t, false)
+		be.attn = "gemm"
+		// A budget of one head's score pair at the suite's longest length
+		// (128): calls cover one kv head each there, several at shorter ones.
+		be.attnBudget = 2 * 4 * 128 * 128
+		t.Cleanup(func() {
+			be.Close()
+			if f.live != 0 {
+				t.Errorf("%d device allocations leaked", f.live)
+			}
+			batched := 0
+			for _, g := range f.gemms {
+				if g.batch > 0 {
+					batched++
+				}
+			}
+			if batched == 0 && !t.Skipped() && (strings.HasSuffix(t.Name(), "/Attention") || strings.HasSuffix(t.Name(), "/AttentionBackward")) {
+				t.Errorf("no batched GEMM was issued: the GEMM attention path did not run")
 			}
 		})
 		return be

@@ -117,6 +117,9 @@ func (be *Backend) attentionF32(out, lse, q, k, v kernels.Buffer, batch, seq, he
 	if err := be.fetchAttn(op, []*attnArg{aOut, aLse, aQ, aK, aV}); err != nil {
 		return err
 	}
+	if be.useGEMMAttention(seq) {
+		return be.attentionGEMM(op, aOut.b, aLse.b, aQ.b, aK.b, aV.b, sh)
+	}
 	grid := [3]uint32{uint32((seq + attnWarps - 1) / attnWarps), uint32(heads), uint32(batch)}
 	return be.launch(op, "pt_attention_fwd", grid, [3]uint32{32 * attnWarps, 1, 1}, attnFwdSmem(headDim),
 		argP(aOut.b.ptr()), argP(aLse.b.ptr()), argP(aQ.b.ptr()), argP(aK.b.ptr()), argP(aV.b.ptr()),
@@ -158,6 +161,9 @@ func (be *Backend) attentionBackwardF32(dq, dk, dv, dOut, q, k, v, out, lse kern
 	if err := be.launch(op, "pt_attention_dsum", [3]uint32{uint32(min((rows+warpsPerBlock-1)/warpsPerBlock, 1<<16)), 1, 1}, block1, 0,
 		argP(dsum), argP(aDO.b.ptr()), argP(aO.b.ptr()), argI(batch), argI(seq), argI(heads), argI(headDim)); err != nil {
 		return err
+	}
+	if be.useGEMMAttention(seq) {
+		return be.attentionBackwardGEMM(op, aDQ.b, aDK.b, aDV.b, aDO.b, aQ.b, aK.b, aV.b, aL.b, dsum, sh)
 	}
 	blocks := uint32((seq + attnWarps - 1) / attnWarps)
 	block := [3]uint32{32 * attnWarps, 1, 1}

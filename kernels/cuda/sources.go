@@ -20,7 +20,7 @@ const commonHeader = "common.cuh"
 
 // moduleNames lists the modules, one .cu per op pair, in load order.
 var moduleNames = []string{
-	"elementwise", "embedding", "rmsnorm", "rope", "attention",
+	"elementwise", "embedding", "rmsnorm", "rope", "attention", "attention_gemm",
 	"swiglu", "dropout", "cross_entropy", "adamw", "sumsquares",
 }
 

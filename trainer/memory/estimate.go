@@ -158,6 +158,11 @@ const (
 	CPURuntimePerThread = 32 << 20
 	// attnBlock mirrors kernels/cpu's attention tile height.
 	attnBlock = 64
+	// These mirror kernels/cuda's attention through GEMMs (attnGEMMMinSeq,
+	// attnScoresBudget; a test there checks the estimate against its
+	// allocations).
+	cudaAttnGEMMMinSeq   = 256
+	cudaAttnScoresBudget = 256 << 20
 	// NF4 constants (bitsandbytes, QLoRA's defaults): 4-bit codes in blocks
 	// of 64 weights, each block's absmax quantised to 8 bits ("double
 	// quantisation") in groups of 256 blocks with one fp32 scale per group,
@@ -505,7 +510,16 @@ func Estimate(cfg model.Config, opts Options) (Breakdown, error) {
 	// Workspaces.
 	S, mb := int64(opts.SeqLen), int64(opts.MicroBatch)
 	if gpu {
-		add(TermAttention, mb*H*S*bytesF32, true, false, "attention backward's rowsum(dO∘O) [batch, heads, seq] f32; tiles live in shared memory")
+		if S >= cudaAttnGEMMMinSeq {
+			// kernels/cuda makes the scores of kc kv heads at a time with
+			// batched GEMMs: two [kc, seq, seq] f32 buffers.
+			kc := max(1, min(int64(cfg.KVHeads), cudaAttnScoresBudget/(8*S*S)))
+			add(TermAttention, mb*H*S*bytesF32+2*kc*S*S*bytesF32, true, false,
+				"attention through tensor-core GEMMs (seq >= %d): scores and their gradients for %d head(s) at a time, 2 × [%d, %d, %d] f32, + rowsum(dO∘O) [batch, heads, seq]",
+				cudaAttnGEMMMinSeq, kc, kc, S, S)
+		} else {
+			add(TermAttention, mb*H*S*bytesF32, true, false, "attention backward's rowsum(dO∘O) [batch, heads, seq] f32; tiles live in shared memory")
+		}
 		add(TermCUBLAS, CUBLASWorkspaceBytes, true, true, "cuBLAS workspace (32 MiB on Hopper)")
 	} else {
 		nb := ceilDiv(S, attnBlock)
