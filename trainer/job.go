@@ -244,6 +244,11 @@ func NewSession(cfg Config, be kernels.Backend, log *zap.Logger, jio JobIO) (*Se
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// Before anything slow: a precision the device cannot run is a flag error.
+	precision, err := cfg.ResolvePrecision(Device{CUDA: jio.CUDA, BF16: jio.CUDABF16})
+	if err != nil {
+		return nil, err
+	}
 	src, err := ResolveModel(cfg.Model, cfg.Init, cfg.Seed)
 	if err != nil {
 		return nil, err
@@ -265,9 +270,7 @@ func NewSession(cfg Config, be kernels.Backend, log *zap.Logger, jio JobIO) (*Se
 	if err != nil {
 		return nil, err
 	}
-	if opts.Precision, err = cfg.ResolvePrecision(Device{CUDA: jio.CUDA, BF16: jio.CUDABF16}); err != nil {
-		return nil, err
-	}
+	opts.Precision = precision
 	log.Info("precision", zap.Stringer("compute", opts.Precision), zap.String("flag", cfg.Precision),
 		zap.String("master_weights", "f32"), zap.String("optimizer_state", "f32"))
 	if jio.MemBudget > 0 {
