@@ -25,7 +25,8 @@
 //			n.UpdateMeta(func(m *node.Meta) { m.Step, m.StepMillis = s, ms })
 //		last = &w
 //	}
-//	// on SIGTERM: n.Leave(time.Second), so peers see it at once, then Shutdown.
+//	// on SIGTERM, once training has stopped: n.Leave(time.Second), so
+//	// peers see it at once and stop counting it, then Shutdown.
 //
 // # Security
 //
@@ -38,10 +39,10 @@
 //
 // Propose is the pure core (rendezvous.go, no I/O, tested exhaustively): the
 // eligible nodes are the ready ones of the job's config hash; the smallest ID
-// leads and has rank 0; a new world needs a strict majority of the last one
-// (no split brain) and takes a new, larger epoch. Rendezvous (protocol.go) is
-// the leader-propose, member-ack, leader-commit exchange around it, over
-// memberlist's reliable channel.
+// leads and has rank 0; a new world needs a strict majority of the last one,
+// not counting nodes that left on purpose (no split brain), and takes a new,
+// larger epoch. Rendezvous (protocol.go) is the leader-propose, member-ack,
+// leader-commit exchange around it, over memberlist's reliable channel.
 //
 // # Partitions
 //
@@ -55,6 +56,15 @@
 // directly, so a graceful departure is never retried. An observer
 // (Config.Observer, `peertune status`) gossips StateObserver and is never
 // counted.
+//
+// A node that stopped gracefully (Leave) does not count in the majority:
+// it promised never to train in the job again (its Rendezvous fails with
+// ErrLeft), so the survivors of a stopped node in a world of 2, or of two
+// in a world of 4, go on ("k of n; d left on purpose" when they cannot).
+// A crashed node still counts: it may only be cut off. Why discounting
+// departures keeps the guarantee, and where it stops (two departed names
+// restarted as new processes on opposite sides of a later partition), is
+// argued at lastQuorum in rendezvous.go.
 //
 // Known limits: a node stays Ready after Rendezvous returns until the caller
 // sets Training, and Ready or Training nodes count as eligible; a proposal to

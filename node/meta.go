@@ -22,7 +22,9 @@ const (
 	StateReady
 	// StateTraining: member of a committed world, stepping.
 	StateTraining
-	// StateLeaving: draining before a graceful Leave. Never eligible.
+	// StateLeaving: going away for good (set by Leave only, and kept). Never
+	// eligible, and not counted in the majority of a last world: the
+	// process promised not to train in the job again.
 	StateLeaving
 	// StateObserver: a process that only watches the cluster (`peertune
 	// status`). Never eligible, never a straggler, never asks for a rebuild.

@@ -22,6 +22,11 @@ var ErrGossipKey = errors.New("no seed accepted our gossip key (wrong or missing
 // ErrShutdown is returned by calls on a node that has been shut down.
 var ErrShutdown = errors.New("node is shut down")
 
+// ErrLeft is returned (wrapped) by Rendezvous, and by UpdateMeta changes of
+// State, once Leave has been called: the node told its peers it will not
+// train again, and they stopped counting it.
+var ErrLeft = errors.New("node has left the cluster")
+
 // EventKind says what happened to a member.
 type EventKind int
 
@@ -85,8 +90,12 @@ type Node struct {
 	// lost: members gone without leaving on purpose (see reconnectLoop).
 	// saidLeaving: members that told us they leave on purpose (Leave sends
 	// a notice: their Leaving metadata may never arrive, see Leave).
+	// departed: members that left after saying so, by when they left; with
+	// saidLeaving, what View.Departed reports (see departedIDs). An entry
+	// ends when a process of that name joins again.
 	lost        map[string]lostMember
 	saidLeaving map[string]bool
+	departed    map[string]time.Time
 
 	changed   chan struct{} // cap 1: "the view may have changed"
 	metaDirty chan struct{} // cap 1: "gossip our meta again"
@@ -134,7 +143,7 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Node, error) {
 		inbox:     make(chan inbound, inboxSize),
 		done:      make(chan struct{}),
 	}
-	n.lost, n.saidLeaving = map[string]lostMember{}, map[string]bool{}
+	n.lost, n.saidLeaving, n.departed = map[string]lostMember{}, map[string]bool{}, map[string]time.Time{}
 	n.meta = Meta{
 		ID:       cfg.Name,
 		Endpoint: cfg.Endpoint,
@@ -313,7 +322,9 @@ func (n *Node) Meta() Meta {
 // encodes within the size limit, makes it current and schedules it for
 // gossip. It does not wait for the gossip (a training loop calls it every
 // step): peers see the change within a few gossip intervals. Successive
-// updates coalesce. fn must not change ID.
+// updates coalesce. fn must not change ID, and only Leave sets or leaves
+// StateLeaving: it is a promise to peers (see Leave), so after Leave a
+// change of State fails with ErrLeft.
 func (n *Node) UpdateMeta(fn func(*Meta)) error {
 	n.mu.Lock()
 	if n.closed {
@@ -325,6 +336,13 @@ func (n *Node) UpdateMeta(fn func(*Meta)) error {
 	if m.ID != n.cfg.Name {
 		n.mu.Unlock()
 		return fmt.Errorf("update meta: id %q cannot change to %q", n.cfg.Name, m.ID)
+	}
+	if left := n.left.Load(); left != (m.State == StateLeaving) && m.State != n.meta.State {
+		n.mu.Unlock()
+		if left {
+			return fmt.Errorf("update meta: state %s: %w", m.State, ErrLeft)
+		}
+		return fmt.Errorf("update meta: state %s is set by Leave only", m.State)
 	}
 	enc, err := m.Encode()
 	if err != nil {
@@ -377,6 +395,13 @@ func (n *Node) Dropped() uint64 {
 // SIGTERM): peers see it leave within a gossip round instead of after the
 // failure-detection timeout. It waits up to timeout for the message to go
 // out. Gossip keeps running until Shutdown.
+//
+// Leaving is a promise that this process will not train in this job again:
+// peers that hear of it stop counting this node in the majority of their
+// last world (View.Departed), so that survivors of a graceful stop are not
+// left waiting for ever. Call it only once training has stopped. From the
+// first moment of Leave, Rendezvous fails with ErrLeft (also one already
+// running) and the metadata stays StateLeaving.
 func (n *Node) Leave(timeout time.Duration) error {
 	n.lifeMu.Lock()
 	defer n.lifeMu.Unlock()
@@ -537,6 +562,33 @@ func (n *Node) tellLeaving(d time.Duration) {
 	waitTimeout(&wg, d)
 }
 
+// departedIDs lists, sorted, the members that announced a graceful departure
+// and have not joined again: those gone after saying so, and those that said
+// so and are still going (their leave not yet seen). Entries older than
+// reconnectFor are dropped: the rendezvous that needs one follows the
+// departure within seconds, and forgetting one only makes the majority rule
+// stricter.
+func (n *Node) departedIDs() []string {
+	now := time.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]string, 0, len(n.departed)+len(n.saidLeaving))
+	for id, at := range n.departed {
+		if now.Sub(at) > reconnectFor {
+			delete(n.departed, id)
+			continue
+		}
+		out = append(out, id)
+	}
+	for id := range n.saidLeaving {
+		if _, ok := n.departed[id]; !ok {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // forgetLost drops id from the reconnect list if it still has addr.
 func (n *Node) forgetLost(id, addr string) {
 	n.mu.Lock()
@@ -625,9 +677,16 @@ func (n *Node) observe(kind EventKind, mn *memberlist.Node) {
 	if kind == EventLeave {
 		delete(n.members, m.ID)
 		delete(n.targets, m.ID)
-		// A member that said it was leaving (or only watched) is not
-		// coming back; any other went silent: failure or partition.
-		if m.ID != n.cfg.Name && meta.State != StateLeaving && meta.State != StateObserver && !n.saidLeaving[m.ID] {
+		// A member that said it was leaving is not coming back, and no
+		// longer counts in the majority of the last world (departed); one
+		// that only watched is neither; any other went silent: failure or
+		// partition.
+		said := meta.State == StateLeaving || n.saidLeaving[m.ID]
+		switch {
+		case m.ID == n.cfg.Name || meta.State == StateObserver:
+		case said:
+			n.departed[m.ID] = time.Now()
+		default:
 			n.lost[m.ID] = lostMember{addr: m.Addr, since: time.Now()}
 		}
 		delete(n.saidLeaving, m.ID)
@@ -636,7 +695,11 @@ func (n *Node) observe(kind EventKind, mn *memberlist.Node) {
 		n.targets[m.ID] = &memberlist.Node{Name: mn.Name, Addr: slices.Clone(mn.Addr), Port: mn.Port}
 		delete(n.lost, m.ID)
 		if kind == EventJoin {
-			delete(n.saidLeaving, m.ID) // a new process under the old name
+			// A new process under the old name: it counts again (see
+			// lastQuorum for why one such return keeps the majority rule
+			// safe).
+			delete(n.saidLeaving, m.ID)
+			delete(n.departed, m.ID)
 		}
 	}
 	n.seq++

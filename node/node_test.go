@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -415,7 +416,8 @@ func TestShutdownClosesEvents(t *testing.T) {
 }
 
 // After a world of 3 loses a node, the two survivors (a majority) form a
-// world with a larger epoch; one node alone (a minority) waits and says why.
+// world with a larger epoch; one node alone whose peer crashed (a minority:
+// a crash, unlike a Leave, still counts) waits and says why.
 func TestReRendezvousKeepsMajority(t *testing.T) {
 	ns := cluster(t, "n1", "n2", "n3")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -450,14 +452,118 @@ func TestReRendezvousKeepsMajority(t *testing.T) {
 	}
 	second := res["n1"].w
 
-	if err := ns[1].Leave(2 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 5*time.Second, "n2 gone", func() bool { return len(ns[0].Members()) == 1 })
+	ns[1].Shutdown() // no Leave: for n1 it failed, or is cut off
+	waitFor(t, 15*time.Second, "n2 declared dead", func() bool { return len(ns[0].Members()) == 1 })
 	short, cancel2 := context.WithTimeout(context.Background(), time.Second)
 	defer cancel2()
 	_, err := Rendezvous(short, ns[0].Node, &second, opts)
 	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "no majority of last world (1 of 2)") {
 		t.Fatalf("a minority formed a world or did not say why: %v", err)
+	}
+}
+
+// A world of 2 where one node stops gracefully (SIGTERM: Leave): the other
+// is not left waiting for a majority it can never get; it forms a world of
+// its own at once. The leaver keeps its promise: it cannot rendezvous or
+// become ready again. A new process under the leaver's name counts again.
+func TestGracefulLeaveSurvivorGoesOn(t *testing.T) {
+	ns := cluster(t, "n1", "n2")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	opts := testOpts()
+	opts.MinNodes = 2
+	first := rendezvousAll(ctx, opts, ns...)
+	checkOneWorld(t, first, "n1", "n2")
+	last := first["n1"].w
+	setTraining(t, ns...)
+
+	start := time.Now()
+	if err := ns[1].Leave(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Rendezvous(ctx, ns[1].Node, &last, opts); !errors.Is(err, ErrLeft) {
+		t.Errorf("rendezvous after Leave: %v, want ErrLeft", err)
+	}
+	if err := ns[1].UpdateMeta(func(m *Meta) { m.State = StateReady }); !errors.Is(err, ErrLeft) {
+		t.Errorf("ready after Leave: %v, want ErrLeft", err)
+	}
+	if err := ns[0].UpdateMeta(func(m *Meta) { m.State = StateLeaving }); err == nil {
+		t.Error("StateLeaving set without Leave")
+	}
+
+	// The survivor's next rendezvous, at once (no waiting for the leave
+	// to be seen): a world of 1, although 1 of 2 is no majority.
+	opts.MinNodes = 1
+	short, cancel2 := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel2()
+	w, err := Rendezvous(short, ns[0].Node, &last, opts)
+	if err != nil {
+		t.Fatalf("the survivor of a graceful stop did not go on: %v", err)
+	}
+	if w.Size != 1 || w.Rank != 0 || w.Peers[0].ID != "n1" || w.Epoch <= last.Epoch {
+		t.Fatalf("world %+v after %+v", w, last)
+	}
+	t.Logf("n1 alone committed epoch %d %s after n2's Leave", w.Epoch, time.Since(start))
+	waitFor(t, 5*time.Second, "n2's leave seen", func() bool { return len(ns[0].Members()) == 1 })
+	ns[0].mu.Lock()
+	_, lost := ns[0].lost["n2"]
+	ns[0].mu.Unlock()
+	if got := ns[0].departedIDs(); !slices.Equal(got, []string{"n2"}) || lost {
+		t.Fatalf("departed %v, lost n2 %v: want n2 departed, not lost", got, lost)
+	}
+
+	// A new process named n2 (a restart with --node-name): its join
+	// clears the departure, or it would never be a candidate again.
+	ns[1].Shutdown()
+	n2 := mustStart(t, "n2", []string{ns[0].Addr()}, nil)
+	waitFor(t, 10*time.Second, "the new n2 seen", func() bool { return len(ns[0].Members()) == 2 })
+	if got := ns[0].departedIDs(); len(got) != 0 {
+		t.Fatalf("departed %v after n2 joined again", got)
+	}
+	opts.MinNodes = 2
+	res := map[string]result{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, c := range []struct {
+		n    *testNode
+		last *World
+	}{{ns[0], &w}, {n2, nil}} {
+		wg.Go(func() {
+			got, err := Rendezvous(ctx, c.n.Node, c.last, opts)
+			mu.Lock()
+			res[c.n.ID()] = result{c.n.ID(), got, err}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	checkOneWorld(t, res, "n1", "n2")
+	if res["n1"].w.Epoch <= w.Epoch {
+		t.Fatalf("epoch %d not after %d", res["n1"].w.Epoch, w.Epoch)
+	}
+}
+
+// A world of 4 where 2 nodes stop gracefully: the other 2 (half of 4, all of
+// the 2 that did not leave) form a world. The member (n2) checks the
+// leader's proposal against its own view's departures.
+func TestTwoGracefulLeaversOfFour(t *testing.T) {
+	ns := cluster(t, "n1", "n2", "n3", "n4")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	opts := testOpts()
+	opts.MinNodes = 4
+	first := rendezvousAll(ctx, opts, ns...)
+	checkOneWorld(t, first, "n1", "n2", "n3", "n4")
+	last := first["n1"].w
+	setTraining(t, ns...)
+	for _, n := range ns[2:] {
+		if err := n.Leave(2 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts.MinNodes = 1
+	res := collect(t, rendezvousFrom(ctx, &last, opts, ns[:2]...), 2, 10*time.Second)
+	checkOneWorld(t, res, "n1", "n2")
+	if w := res["n1"].w; w.Size != 2 || w.Epoch <= last.Epoch {
+		t.Fatalf("world %+v after %+v", w, last)
 	}
 }

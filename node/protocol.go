@@ -206,7 +206,9 @@ var ErrRefused = errors.New("refused: job config differs")
 // setting State to Training is the caller's job.
 //
 // A node the world does not take (WorldSize reached) keeps waiting as a
-// standby until ctx ends.
+// standby until ctx ends. Once this node has begun to Leave, Rendezvous
+// fails with ErrLeft, even one already running: its peers no longer count
+// it (see Leave).
 func Rendezvous(ctx context.Context, n *Node, last *World, opts RendezvousOptions) (World, error) {
 	def := DefaultRendezvousOptions()
 	if opts.AckTimeout <= 0 {
@@ -223,6 +225,9 @@ func Rendezvous(ctx context.Context, n *Node, last *World, opts RendezvousOption
 	}
 	if n.cfg.Observer {
 		return World{}, errors.New("rendezvous: an observer node never joins a world")
+	}
+	if n.left.Load() {
+		return World{}, fmt.Errorf("rendezvous: %w", ErrLeft)
 	}
 	if !n.rdvBusy.CompareAndSwap(false, true) {
 		return World{}, errors.New("rendezvous: already running on this node")
@@ -247,6 +252,12 @@ func Rendezvous(ctx context.Context, n *Node, last *World, opts RendezvousOption
 	w, err := r.run(ctx)
 	if err != nil {
 		return World{}, err
+	}
+	if n.left.Load() {
+		// Leave began while the world committed: our peers already stop
+		// counting us, so we must not train in it. They find out when we
+		// do not connect, and form the next world without us.
+		return World{}, fmt.Errorf("rendezvous: %w", ErrLeft)
 	}
 	if err := n.UpdateMeta(func(m *Meta) { m.Epoch = w.Epoch }); err != nil {
 		return World{}, fmt.Errorf("rendezvous: record epoch: %w", err)
@@ -305,6 +316,9 @@ func (r *rendezvous) run(ctx context.Context) (World, error) {
 	tick := time.NewTicker(r.opts.Poll)
 	defer tick.Stop()
 	for {
+		if r.n.left.Load() { // Leave signals changed, so this is prompt
+			return World{}, fmt.Errorf("rendezvous: %w", ErrLeft)
+		}
 		if w, done, err := r.step(time.Now()); done {
 			return w, err
 		}
@@ -349,7 +363,7 @@ func (r *rendezvous) stale(m inbound, now time.Time) bool {
 }
 
 func (r *rendezvous) view(now time.Time) View {
-	return View{Self: r.self, Members: r.n.Members(), Elapsed: now.Sub(r.start)}
+	return View{Self: r.self, Members: r.n.Members(), Departed: r.n.departedIDs(), Elapsed: now.Sub(r.start)}
 }
 
 // step re-evaluates the view: leader duties, member bookkeeping, refusal.
@@ -599,7 +613,9 @@ func (r *rendezvous) refusedError(f *refuseMsg) error {
 
 // onPropose answers a leader's proposal from this member's own view.
 func (r *rendezvous) onPropose(p *proposeMsg, now time.Time) {
-	_, d := Propose(r.view(now), r.last, r.opts)
+	view := r.view(now)
+	_, d := Propose(view, r.last, r.opts)
+	q := lastQuorum(p.Peers, r.last, departedSet(view.Departed, canonical(view.Members)))
 	reason := ""
 	switch {
 	case p.JobHash != r.jobHash:
@@ -610,8 +626,8 @@ func (r *rendezvous) onPropose(p *proposeMsg, now time.Time) {
 		reason = fmt.Sprintf("our view's leader is %q", d.Leader)
 	case r.last != nil && p.Epoch <= r.last.Epoch:
 		reason = fmt.Sprintf("epoch %d is not after our last world's %d", p.Epoch, r.last.Epoch)
-	case !r.opts.AllowMinority && !hasMajority(p.Peers, r.last):
-		reason = fmt.Sprintf("no majority of our last world (%d of %d)", countIn(p.Peers, r.last), len(r.last.Peers))
+	case !r.opts.AllowMinority && !q.ok():
+		reason = "no majority of our last world (" + q.String() + ")"
 	case !slices.IsSortedFunc(p.Peers, func(a, b Peer) int { return strings.Compare(a.ID, b.ID) }):
 		reason = "peers not in rank order"
 	}

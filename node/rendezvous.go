@@ -61,12 +61,21 @@ type Member struct {
 	Meta  Meta
 }
 
-// View is the input of Propose: the members this node knows, who it is, and
-// how long it has been waiting (a fact about now, like the members).
+// View is the input of Propose: the members this node knows, who it is, who
+// left on purpose, and how long it has been waiting (a fact about now, like
+// the members).
 type View struct {
 	Self    string
 	Members []Member
-	Elapsed time.Duration
+	// Departed names the nodes that announced a graceful departure
+	// (Node.Leave: a notice to each member, Leaving metadata) and have not
+	// joined again since. Such a process never trains in this job again,
+	// so it is never a candidate and does not count in the majority of the
+	// last world (see lastQuorum). A member whose metadata says Leaving
+	// counts as departed too. Order does not matter; the caller owns the
+	// slice.
+	Departed []string
+	Elapsed  time.Duration
 }
 
 // RendezvousOptions are the rules of rendezvous. Propose reads MinNodes,
@@ -201,18 +210,25 @@ type Decision struct {
 //     its majority), then by ID;
 //   - the world is ordered by ID; its first member leads;
 //   - size >= MinNodes; with WorldSize > 0 and before Timeout, size == WorldSize;
+//   - nodes that left on purpose (View.Departed, or Leaving metadata) are
+//     never candidates;
 //   - with a last world and no AllowMinority, the new world holds a strict
-//     majority of the last world's peers: two disjoint sides of a partition
-//     cannot both have one, so at most one trains;
+//     majority of the last world's peers that did not leave on purpose:
+//     two disjoint sides of a partition cannot both have one, so at most
+//     one trains (see lastQuorum for why discounting departures keeps
+//     that);
 //   - Epoch is one more than the largest epoch known: last's, and every
 //     same-job member's Meta.Epoch.
 func Propose(view View, last *World, opts RendezvousOptions) (World, Decision) {
 	minNodes := max(opts.MinNodes, 1)
 	members := canonical(view.Members)
+	departed := departedSet(view.Departed, members)
 
 	var cands []Member
 	for _, m := range members {
-		if m.Alive && (m.Meta.State == StateReady || m.Meta.State == StateTraining) {
+		// A member that said it leaves but whose Leaving metadata has not
+		// reached us yet still shows its old state: the notice decides.
+		if m.Alive && (m.Meta.State == StateReady || m.Meta.State == StateTraining) && !departed[m.ID] {
 			cands = append(cands, m)
 		}
 	}
@@ -268,8 +284,8 @@ func Propose(view View, last *World, opts RendezvousOptions) (World, Decision) {
 	for i, m := range sel {
 		peers[i] = Peer{ID: m.ID, Endpoint: m.Meta.Endpoint}
 	}
-	if last != nil && !opts.AllowMinority && !hasMajority(peers, last) {
-		d.Reason = fmt.Sprintf("no majority of last world (%d of %d)", countIn(peers, last), len(last.Peers))
+	if q := lastQuorum(peers, last, departed); !opts.AllowMinority && !q.ok() {
+		d.Reason = "no majority of last world (" + q.String() + ")"
 		return World{Rank: -1}, d
 	}
 
@@ -387,24 +403,97 @@ func selectWorld(elig []Member, last *World, worldSize int) []Member {
 	return sel
 }
 
-// countIn counts the peers that were in last.
-func countIn(peers []Peer, last *World) int {
-	n := 0
-	for _, p := range peers {
-		if Rank(*last, p.ID) >= 0 {
-			n++
+// departedSet is the set of nodes that left on purpose: the names in
+// departed, and the members (canonical) whose metadata says Leaving. Both are
+// the node's own announcement (Node.Leave sends the notice and sets the
+// metadata; nothing else may set Leaving), so either is enough.
+// The result is nil (reads as empty) when nobody left, the common case.
+func departedSet(departed []string, members []Member) map[string]bool {
+	var set map[string]bool
+	add := func(id string) {
+		if set == nil {
+			set = map[string]bool{}
+		}
+		set[id] = true
+	}
+	for _, id := range departed {
+		if id != "" {
+			add(id)
 		}
 	}
-	return n
+	for _, m := range members {
+		if m.Meta.State == StateLeaving {
+			add(m.ID)
+		}
+	}
+	return set
 }
 
-// hasMajority reports whether peers hold a strict majority of last's peers.
-// A nil or empty last world has no majority to keep.
-func hasMajority(peers []Peer, last *World) bool {
+// quorum is where a proposed world stands against the majority rule of the
+// last world.
+type quorum struct {
+	have int // the world's peers that were in the last world and did not leave
+	of   int // the last world's size
+	left int // the last world's peers that left on purpose
+	none bool
+}
+
+// lastQuorum measures peers against last (nil or empty: no rule, none). The
+// rule is a strict majority of the last world's peers that did not leave on
+// purpose: 2·have > of − left. A departed peer is not counted in have even
+// if peers names it (a proposal from a leader whose view differs).
+//
+// Why discounting departures keeps "no split brain". A node says it leaves
+// (Node.Leave) only once it has stopped training for good: after the
+// announcement its Rendezvous fails with ErrLeft and its metadata stays
+// Leaving. Let L be the last world, n = |L|, and G ⊆ L the processes of L
+// that announced their departure. A side S of a partition discounts only
+// departures it heard of, D_S ⊆ G, and counts only live, non-departed
+// processes of L, none of which is in G. Two disjoint sides X and Y that
+// both commit need |X∩L| > (n−|D_X|)/2 ≥ (n−|G|)/2 and likewise for Y, so
+// |X∩L| + |Y∩L| > n−|G|; but both lie in L∖G: impossible. Different sides
+// may know different subsets of G, or none (a lost notice makes a departure
+// look like a failure, which only makes a side stricter).
+//
+// A departed name can come back as a new process (same --node-name): its
+// join clears the departure (Node does), so it counts again as the old
+// member did. One such name r is still safe. Its new process is on one side
+// only, say Y, and Y does not discount r (it never heard r leave, or saw it
+// join again), so |D_Y| ≤ |G|−1 and Y counts within (L∖G) ∪ {r}. With
+// m = n−|G|, X needs at least ⌊m/2⌋+1 nodes of L∖G and Y at least
+// ⌊(m+1)/2⌋+1 of (L∖G) ∪ {r}: m+2 nodes in all, out of m+1.
+//
+// Two or more returned names are not covered. L = {a,b,c,d}; a and b leave
+// while a partition separates {a,c} from {b,d}, so only c hears of a and
+// only d of b; a new "b" comes up beside c and a new "a" beside d; c counts
+// {c,b} (2 of 4; 1 left on purpose) and d counts {d,a} likewise. Telling a
+// new process from the old one needs a process identity in Meta and Peer;
+// names alone cannot give it.
+func lastQuorum(peers []Peer, last *World, departed map[string]bool) quorum {
 	if last == nil || len(last.Peers) == 0 {
-		return true
+		return quorum{none: true}
 	}
-	return 2*countIn(peers, last) > len(last.Peers)
+	q := quorum{of: len(last.Peers)}
+	for _, lp := range last.Peers {
+		switch {
+		case departed[lp.ID]:
+			q.left++
+		case slices.ContainsFunc(peers, func(p Peer) bool { return p.ID == lp.ID }):
+			q.have++
+		}
+	}
+	return q
+}
+
+func (q quorum) ok() bool { return q.none || 2*q.have > q.of-q.left }
+
+// String is the reason's "k of n", with the departures when there are any:
+// "1 of 3; 1 left on purpose" needs 2 of the 2 that did not leave.
+func (q quorum) String() string {
+	if q.left == 0 {
+		return fmt.Sprintf("%d of %d", q.have, q.of)
+	}
+	return fmt.Sprintf("%d of %d; %d left on purpose", q.have, q.of, q.left)
 }
 
 // ShortHash shortens a job hash for logs: "abcdef01…".

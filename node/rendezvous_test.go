@@ -145,28 +145,126 @@ func TestProposeTable(t *testing.T) {
 	}
 }
 
-// nodeOption is one way a node can appear in an enumerated view.
+// The majority rule with graceful departures: a node that left on purpose
+// (Departed, or Leaving metadata) does not count in the last world's
+// majority; one that failed does.
+func TestProposeDepartures(t *testing.T) {
+	trains := func(ids ...string) []Member { // members of the last world (epoch 4), back in rendezvous
+		var ms []Member
+		for _, id := range ids {
+			m := mem(id, StateReady, hashA)
+			m.Meta.Epoch = 4
+			ms = append(ms, m)
+		}
+		return ms
+	}
+	leaving := mem("n2", StateLeaving, hashA)
+	leaving.Meta.Epoch = 4
+	stale := mem("n2", StateTraining, hashA) // said it leaves; its Leaving metadata has not arrived
+	stale.Meta.Epoch = 4
+	cases := []struct {
+		name     string
+		members  []Member
+		departed []string
+		last     *World
+		action   Action
+		reason   string
+		peers    []string
+	}{
+		{name: "2 nodes, the other left on purpose: go on alone",
+			members: trains("n1"), departed: []string{"n2"}, last: world(4, "n1", "n2"),
+			action: Commit, reason: "1 nodes", peers: []string{"n1"}},
+		{name: "2 nodes, the other is seen leaving (metadata only)",
+			members: append(trains("n1"), leaving), last: world(4, "n1", "n2"),
+			action: Commit, reason: "1 nodes", peers: []string{"n1"}},
+		{name: "2 nodes, the other said it leaves before its metadata changed",
+			members: append(trains("n1"), stale), departed: []string{"n2"}, last: world(4, "n1", "n2"),
+			action: Commit, reason: "1 nodes", peers: []string{"n1"}},
+		{name: "2 nodes, the other failed: wait",
+			members: trains("n1"), last: world(4, "n1", "n2"),
+			action: Wait, reason: "no majority of last world (1 of 2)"},
+		{name: "4 nodes, 2 left on purpose: the other 2 go on",
+			members: trains("n1", "n3"), departed: []string{"n2", "n4"}, last: world(4, "n1", "n2", "n3", "n4"),
+			action: Commit, reason: "2 nodes", peers: []string{"n1", "n3"}},
+		{name: "4 nodes, 2 failed: wait",
+			members: trains("n1", "n3"), last: world(4, "n1", "n2", "n3", "n4"),
+			action: Wait, reason: "no majority of last world (2 of 4)"},
+		{name: "3 nodes, 1 left and 1 failed: wait",
+			members: trains("n1"), departed: []string{"n3"}, last: world(4, "n1", "n2", "n3"),
+			action: Wait, reason: "no majority of last world (1 of 3; 1 left on purpose)"},
+		{name: "every other node of the last world left",
+			members: trains("n3"), departed: []string{"n1", "n2"}, last: world(4, "n1", "n2", "n3"),
+			action: Commit, reason: "1 nodes", peers: []string{"n3"}},
+		{name: "a departure outside the last world changes nothing",
+			members: trains("n1"), departed: []string{"n9"}, last: world(4, "n1", "n2", "n3"),
+			action: Wait, reason: "no majority of last world (1 of 3)"},
+		{name: "a new node does not stand in for one that left",
+			members: append(trains("n1"), mem("n0", StateReady, hashA)), departed: []string{"n3"}, last: world(4, "n1", "n2", "n3"),
+			action: Wait, reason: "no majority of last world (1 of 3; 1 left on purpose)"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w, d := Propose(View{Self: tc.members[0].ID, Members: tc.members, Departed: tc.departed}, tc.last, RendezvousOptions{MinNodes: 1})
+			if d.Action != tc.action || d.Reason != tc.reason {
+				t.Fatalf("%s (%s), want %s (%s)", d.Action, d.Reason, tc.action, tc.reason)
+			}
+			if !slices.Equal(ids(w), tc.peers) {
+				t.Errorf("peers %v, want %v", ids(w), tc.peers)
+			}
+			if d.Action == Commit && w.Epoch != tc.last.Epoch+1 {
+				t.Errorf("epoch %d, want %d", w.Epoch, tc.last.Epoch+1)
+			}
+		})
+	}
+}
+
+// A partition of a world of 3 into 1 and 2, nobody leaving: only the side
+// of 2 commits, and the side of 1 says why.
+func TestProposePartitionOneTwo(t *testing.T) {
+	last := world(4, "n1", "n2", "n3")
+	tr := func(id string) Member { m := mem(id, StateTraining, hashA); m.Meta.Epoch = 4; return m }
+	_, d1 := Propose(View{Self: "n1", Members: []Member{tr("n1")}}, last, RendezvousOptions{MinNodes: 1})
+	if d1.Action != Wait || d1.Reason != "no majority of last world (1 of 3)" {
+		t.Errorf("side of 1: %s (%s)", d1.Action, d1.Reason)
+	}
+	w2, d2 := Propose(View{Self: "n3", Members: []Member{tr("n2"), tr("n3")}}, last, RendezvousOptions{MinNodes: 1})
+	if d2.Action != Commit || !slices.Equal(ids(w2), []string{"n2", "n3"}) || w2.Epoch != 5 || w2.Rank != 1 {
+		t.Errorf("side of 2: %s (%s) %+v", d2.Action, d2.Reason, w2)
+	}
+}
+
+// nodeOption is one way a node can appear in an enumerated view. departed:
+// the view's Departed names it (it said it leaves on purpose).
 type nodeOption struct {
-	name    string
-	present bool
-	alive   bool
-	state   State
-	hash    string
+	name     string
+	present  bool
+	alive    bool
+	state    State
+	hash     string
+	departed bool
 }
 
 var nodeOptions = []nodeOption{
 	{name: "absent"},
-	{"ready", true, true, StateReady, hashA},
-	{"training", true, true, StateTraining, hashA},
-	{"joining", true, true, StateJoining, hashA},
-	{"ready-other-job", true, true, StateReady, hashB},
-	{"dead", true, false, StateReady, hashA},
-	{"leaving", true, true, StateLeaving, hashA},
+	{"ready", true, true, StateReady, hashA, false},
+	{"training", true, true, StateTraining, hashA, false},
+	{"joining", true, true, StateJoining, hashA, false},
+	{"ready-other-job", true, true, StateReady, hashB, false},
+	{"dead", true, false, StateReady, hashA, false},
+	{"leaving", true, true, StateLeaving, hashA, false},
+	// Gone after saying it leaves, and said so but still there with
+	// its old metadata (the notice outran the gossip).
+	{"departed", false, false, StateUnknown, "", true},
+	{"said-leaving", true, true, StateTraining, hashA, true},
 }
 
 // TestProposeExhaustive enumerates every assignment of nodeOptions to five
 // nodes, against several last worlds and option sets, and checks the
-// invariants of checkProposal on each.
+// invariants of checkProposal on each. Assignments with a departed node
+// (seven in ten) run against the last worlds and option sets the departure
+// rule can change (a last world of all, a majority, a minority; plain,
+// capped, override): the rest would only repeat what the assignments
+// without one show, at twice the cost.
 func TestProposeExhaustive(t *testing.T) {
 	lasts := []*World{nil, world(5, "n1", "n2", "n3", "n4", "n5"), world(5, "n1", "n2", "n3"), world(5, "n4", "n5"), world(5, "n1", "n6", "n7")}
 	optsets := []struct {
@@ -182,13 +280,21 @@ func TestProposeExhaustive(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	nodes := []string{"n1", "n2", "n3", "n4", "n5"}
-	total, commits, refusals := 0, 0, 0
+	total, commits, refusals, discounted := 0, 0, 0, 0
 	choice := make([]int, len(nodes))
 	for {
+		departs := slices.ContainsFunc(choice, func(c int) bool { return nodeOptions[c].departed })
 		for li, last := range lasts {
+			if departs && (li == 0 || li == 4) {
+				continue
+			}
 			var members []Member
+			var departed []string
 			for i, c := range choice {
 				o := nodeOptions[c]
+				if o.departed {
+					departed = append(departed, nodes[i])
+				}
 				if !o.present {
 					continue
 				}
@@ -203,16 +309,22 @@ func TestProposeExhaustive(t *testing.T) {
 				continue
 			}
 			for oi, os := range optsets {
+				if departs && oi != 0 && oi != 3 && oi != 5 {
+					continue
+				}
 				elapsed := time.Duration(0)
 				if os.timedOut {
 					elapsed = os.opts.Timeout
 				}
-				view := View{Self: members[0].ID, Members: members, Elapsed: elapsed}
+				view := View{Self: members[0].ID, Members: members, Departed: departed, Elapsed: elapsed}
 				w, d := Propose(view, last, os.opts)
 				total++
 				switch d.Action {
 				case Commit:
 					commits++
+					if q := lastQuorum(w.Peers, last, departedSet(departed, members)); !os.opts.AllowMinority && q.left > 0 && 2*q.have <= q.of {
+						discounted++ // commits only because departures do not count
+					}
 				case Refuse:
 					refusals++
 				}
@@ -222,16 +334,17 @@ func TestProposeExhaustive(t *testing.T) {
 				// Identical views in any order give identical answers
 				// (checked on a third of the cases to keep the test fast).
 				if total%3 == 0 {
-					shuffled := slices.Clone(members)
+					shuffled, dshuf := slices.Clone(members), slices.Clone(departed)
 					rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
-					w2, d2 := Propose(View{Self: view.Self, Members: shuffled, Elapsed: elapsed}, last, os.opts)
+					rng.Shuffle(len(dshuf), func(i, j int) { dshuf[i], dshuf[j] = dshuf[j], dshuf[i] })
+					w2, d2 := Propose(View{Self: view.Self, Members: shuffled, Departed: dshuf, Elapsed: elapsed}, last, os.opts)
 					if !reflect.DeepEqual(w, w2) || !reflect.DeepEqual(d, d2) {
 						t.Fatalf("choice %v: order changed the answer:\n%+v %+v\n%+v %+v", choice, w, d, w2, d2)
 					}
 				}
 				// Every member computes the same world; only Rank differs.
 				other := members[len(members)-1].ID
-				w3, d3 := Propose(View{Self: other, Members: members, Elapsed: elapsed}, last, os.opts)
+				w3, d3 := Propose(View{Self: other, Members: members, Departed: departed, Elapsed: elapsed}, last, os.opts)
 				if d.Action != Refuse && d3.Action != Refuse {
 					if d3.Action != d.Action || d3.Leader != d.Leader || w3.Epoch != w.Epoch || !reflect.DeepEqual(w3.Peers, w.Peers) {
 						t.Fatalf("choice %v: %s and %s disagree: %+v %+v vs %+v %+v", choice, view.Self, other, w, d, w3, d3)
@@ -256,8 +369,8 @@ func TestProposeExhaustive(t *testing.T) {
 			break
 		}
 	}
-	t.Logf("%d proposals checked: %d commit, %d refuse, %d wait", total, commits, refusals, total-commits-refusals)
-	if commits == 0 || refusals == 0 || commits+refusals == total {
+	t.Logf("%d proposals checked: %d commit (%d of them thanks to departures), %d refuse, %d wait", total, commits, discounted, refusals, total-commits-refusals)
+	if commits == 0 || refusals == 0 || commits+refusals == total || discounted == 0 {
 		t.Fatal("enumeration does not cover every action")
 	}
 }
@@ -268,8 +381,18 @@ func checkProposal(view View, last *World, opts RendezvousOptions, w World, d De
 	for _, m := range view.Members {
 		byID[m.ID] = m
 	}
+	// Left on purpose: named in Departed, or Leaving metadata.
+	departed := map[string]bool{}
+	for _, id := range view.Departed {
+		departed[id] = true
+	}
+	for _, m := range view.Members {
+		if m.Meta.State == StateLeaving {
+			departed[m.ID] = true
+		}
+	}
 	candidate := func(m Member) bool {
-		return m.Alive && (m.Meta.State == StateReady || m.Meta.State == StateTraining)
+		return m.Alive && (m.Meta.State == StateReady || m.Meta.State == StateTraining) && !departed[m.ID]
 	}
 	if d.JobHash == "" {
 		// Undecided which config is the job's: nobody leads, nobody is refused.
@@ -362,8 +485,27 @@ func checkProposal(view View, last *World, opts RendezvousOptions, w World, d De
 			return fmt.Errorf("world %v is not every eligible node %v", ids(w), eligible)
 		}
 	}
-	if last != nil && !opts.AllowMinority && 2*countIn(w.Peers, last) <= len(last.Peers) {
-		return fmt.Errorf("no strict majority of the last world")
+	// The majority rule, computed here on its own: a strict majority of
+	// the last world's peers that did not leave on purpose.
+	for _, p := range w.Peers {
+		if departed[p.ID] {
+			return fmt.Errorf("peer %s left on purpose", p.ID)
+		}
+	}
+	if last != nil && !opts.AllowMinority {
+		have, stay := 0, 0
+		for _, p := range last.Peers {
+			if departed[p.ID] {
+				continue
+			}
+			stay++
+			if Rank(w, p.ID) >= 0 {
+				have++
+			}
+		}
+		if 2*have <= stay {
+			return fmt.Errorf("no strict majority of the last world's %d that did not leave (%d)", stay, have)
+		}
 	}
 	if last != nil && w.Epoch <= last.Epoch {
 		return fmt.Errorf("epoch %d not after last %d", w.Epoch, last.Epoch)
@@ -437,6 +579,189 @@ func TestProposeNoSplitBrain(t *testing.T) {
 	if both == 0 {
 		t.Fatal("AllowMinority never let both sides commit: the partition cases are vacuous")
 	}
+}
+
+// The fate of one node of the last world in the departure split-brain
+// tests: on side P, on side Q, gone without a word (crashed, or cut off when
+// it left), or left on purpose with side P, side Q, both or neither having
+// heard of it.
+const (
+	fateP = iota
+	fateQ
+	fateCrashed
+	fateLeftUnheard
+	fateLeftHeardP
+	fateLeftHeardQ
+	fateLeftHeardBoth
+	fates
+)
+
+// splitSides builds the two sides' views of the last world n1..n5 for the
+// fates in code (base fates), plus fresh ready nodes (fresh%3 on P, fresh/3
+// on Q, ids that sort first so they would lead). A side hears of node i's
+// departure through Departed when i is odd and through its Leaving metadata
+// (the node still visible) when even, so both ways are covered.
+func splitSides(code, fresh int) (p, q View) {
+	for i := range 5 {
+		id := fmt.Sprintf("n%d", i+1)
+		m := mem(id, StateTraining, hashA)
+		m.Meta.Epoch = 9
+		hear := func(v *View) {
+			if i%2 == 1 {
+				v.Departed = append(v.Departed, id)
+				return
+			}
+			l := m
+			l.Meta.State = StateLeaving
+			v.Members = append(v.Members, l)
+		}
+		switch code % fates {
+		case fateP:
+			p.Members = append(p.Members, m)
+		case fateQ:
+			q.Members = append(q.Members, m)
+		case fateLeftHeardP:
+			hear(&p)
+		case fateLeftHeardQ:
+			hear(&q)
+		case fateLeftHeardBoth:
+			hear(&p)
+			hear(&q)
+		}
+		code /= fates
+	}
+	for k := range fresh % 3 {
+		p.Members = append(p.Members, mem(fmt.Sprintf("a%d", k), StateReady, hashA))
+	}
+	for k := range fresh / 3 {
+		q.Members = append(q.Members, mem(fmt.Sprintf("b%d", k), StateReady, hashA))
+	}
+	return p, q
+}
+
+var splitOptsets = []RendezvousOptions{
+	{MinNodes: 1},
+	{MinNodes: 2},
+	{MinNodes: 1, WorldSize: 3, Timeout: time.Second},
+	{MinNodes: 1, WorldSize: 5, Timeout: time.Second},
+}
+
+// bothCommit runs Propose on both sides (each from its first member, with
+// the same last world) and reports whether both would commit, and how many
+// of the two commits needed the departures (the old rule would refuse them).
+func bothCommit(p, q View, last *World, opts RendezvousOptions) (bool, int) {
+	both, discounted := true, 0
+	for _, v := range []View{p, q} {
+		v.Self, v.Elapsed = v.Members[0].ID, time.Second
+		w, d := Propose(v, last, opts)
+		if d.Action != Commit {
+			both = false
+			continue
+		}
+		if q := lastQuorum(w.Peers, last, nil); !opts.AllowMinority && !q.ok() {
+			discounted++
+		}
+	}
+	return both, discounted
+}
+
+// TestProposeNoSplitBrainWithDepartures is TestProposeNoSplitBrain with
+// graceful departures: every node of a committed world of five has one of
+// the fates above, each side counts only the departures it heard of, and
+// at most one side may commit a world that descends from the last one.
+// (Only true departures are ever heard of: Node.Leave is a promise.)
+func TestProposeNoSplitBrainWithDepartures(t *testing.T) {
+	last := world(9, "n1", "n2", "n3", "n4", "n5")
+	codes := 1
+	for range 5 {
+		codes *= fates
+	}
+	discounted, both := 0, 0
+	for code := range codes {
+		// No fresh node, one on P, one on Q, one on each: they lead (their
+		// ids sort first) and fill capped worlds; more add nothing here
+		// that TestProposeNoSplitBrain does not show.
+		for _, fresh := range []int{0, 1, 3, 4} {
+			p, q := splitSides(code, fresh)
+			if len(p.Members) == 0 || len(q.Members) == 0 {
+				continue
+			}
+			for _, opts := range splitOptsets {
+				b, n := bothCommit(p, q, last, opts)
+				if b {
+					t.Fatalf("split brain: code %d fresh %d opts %+v:\nP %+v\nQ %+v", code, fresh, opts, p, q)
+				}
+				discounted += n
+			}
+			if fresh == 0 {
+				o := splitOptsets[0]
+				o.AllowMinority = true
+				if b, _ := bothCommit(p, q, last, o); b {
+					both++
+				}
+			}
+		}
+	}
+	t.Logf("%d commits needed the departures; the override let both sides commit %d times", discounted, both)
+	if discounted == 0 || both == 0 {
+		t.Fatal("the enumeration never exercises the departure rule or the override: vacuous")
+	}
+}
+
+// A departed node's name can come back as a new process (same
+// --node-name): it joins fresh (ready, no epoch) on one side, which no
+// longer lists it as departed (its join cleared that), while the other side
+// may still list it. With one such name, still at most one side commits
+// (see lastQuorum for the argument, and for why two are not covered).
+func TestProposeNoSplitBrainOneReturn(t *testing.T) {
+	last := world(9, "n1", "n2", "n3", "n4", "n5")
+	codes := 1
+	for range 4 {
+		codes *= fates
+	}
+	checked := 0
+	for r := range 5 { // the returning node
+		id := fmt.Sprintf("n%d", r+1)
+		for code := range codes {
+			// Insert a placeholder fate for r (crashed: on no side) into
+			// the others' fates, then add the returned process below.
+			hi, lo := code, 0
+			mul := 1
+			for range r {
+				lo += (hi % fates) * mul
+				hi /= fates
+				mul *= fates
+			}
+			full := lo + mul*(fateCrashed+fates*hi)
+			for _, onP := range []bool{true, false} {
+				for _, otherHeard := range []bool{false, true} {
+					for fresh := range 4 { // no fresh node, one on P, one on Q, one on each
+						p, q := splitSides(full, fresh%2+3*(fresh/2))
+						back, other := &p, &q
+						if !onP {
+							back, other = &q, &p
+						}
+						back.Members = append(back.Members, mem(id, StateReady, hashA))
+						if otherHeard {
+							other.Departed = append(other.Departed, id)
+						}
+						if len(p.Members) == 0 || len(q.Members) == 0 {
+							continue
+						}
+						// Uncapped and capped (last world's members first);
+						// min-nodes 2 adds nothing to a split here.
+						for _, opts := range []RendezvousOptions{splitOptsets[0], splitOptsets[2]} {
+							checked++
+							if b, _ := bothCommit(p, q, last, opts); b {
+								t.Fatalf("split brain with %s back: P %+v\nQ %+v\nopts %+v", id, p, q, opts)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d pairs of views checked", checked)
 }
 
 func BenchmarkPropose(b *testing.B) {
