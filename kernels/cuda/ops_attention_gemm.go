@@ -120,34 +120,25 @@ func (be *Backend) attnScratch(op string, e, T int, backward bool) (s, dp uint64
 	return s, dp, nil
 }
 
-// attentionGEMM is the forward pass through GEMMs (arguments checked).
-func (be *Backend) attentionGEMM(op string, out, lse, q, k, v *Buffer, sh attnShape) error {
-	B, T, H, KVH, D := sh.batch, sh.seq, sh.heads, sh.kvHeads, sh.headDim
-	if B == 0 || T == 0 {
-		return nil
-	}
+// attnCall is one batched call of the GEMM path: kv heads kv0 .. kv0+e-1
+// of batch b with query heads kv*g + j; qo and ko are the byte offsets of
+// its first Q/O/dO/dQ head and of its first K/V/dK/dV head.
+type attnCall struct {
+	b, j, kv0, e int
+	qo, ko       uint64
+}
+
+// eachAttnCall runs f for every call of the GEMM path in its fixed order
+// (b, then j, then kv chunks of kc heads): the order dK and dV accumulate in.
+func eachAttnCall(sh attnShape, kc int, f func(c attnCall) error) error {
+	T, H, KVH, D := sh.seq, sh.heads, sh.kvHeads, sh.headDim
 	g := H / KVH
-	kc := be.scoreHeads(T, KVH)
-	s, _, err := be.attnScratch(op, kc, T, false)
-	if err != nil {
-		return err
-	}
-	for b := 0; b < B; b++ {
+	for b := 0; b < sh.batch; b++ {
 		for j := 0; j < g; j++ {
 			for kv0 := 0; kv0 < KVH; kv0 += kc {
-				e := min(kc, KVH-kv0)
-				qo := 4 * uint64((b*T*H+kv0*g+j)*D) // Q, O of head kv0*g+j
-				ko := 4 * uint64((b*T*KVH+kv0)*D)   // K, V of kv head kv0
-				if err := be.attnGemm(op, true, false, T, T, D, sh.scale,
-					k.ptr()+ko, KVH*D, D, q.ptr()+qo, H*D, g*D, 0, s, T, T*T, e); err != nil {
-					return err
-				}
-				if err := be.launch(op, "pt_attn_softmax", rowsGrid(e*T), block1, 0,
-					argP(s), argP(lse.ptr()), argI(e), argI(T), argI(H), argI(b), argI(j), argI(kv0), argI(g)); err != nil {
-					return err
-				}
-				if err := be.attnGemm(op, false, false, D, T, T, 1,
-					v.ptr()+ko, KVH*D, D, s, T, T*T, 0, out.ptr()+qo, H*D, g*D, e); err != nil {
+				c := attnCall{b: b, j: j, kv0: kv0, e: min(kc, KVH-kv0),
+					qo: 4 * uint64((b*T*H+kv0*g+j)*D), ko: 4 * uint64((b*T*KVH+kv0)*D)}
+				if err := f(c); err != nil {
 					return err
 				}
 			}
@@ -156,12 +147,38 @@ func (be *Backend) attentionGEMM(op string, out, lse, q, k, v *Buffer, sh attnSh
 	return nil
 }
 
+// attentionGEMM is the forward pass through GEMMs (arguments checked).
+func (be *Backend) attentionGEMM(op string, out, lse, q, k, v *Buffer, sh attnShape) error {
+	T, H, KVH, D := sh.seq, sh.heads, sh.kvHeads, sh.headDim
+	if sh.batch == 0 || T == 0 {
+		return nil
+	}
+	g := H / KVH
+	kc := be.scoreHeads(T, KVH)
+	s, _, err := be.attnScratch(op, kc, T, false)
+	if err != nil {
+		return err
+	}
+	return eachAttnCall(sh, kc, func(c attnCall) error {
+		if err := be.attnGemm(op, true, false, T, T, D, sh.scale,
+			k.ptr()+c.ko, KVH*D, D, q.ptr()+c.qo, H*D, g*D, 0, s, T, T*T, c.e); err != nil {
+			return err
+		}
+		if err := be.launch(op, "pt_attn_softmax", rowsGrid(c.e*T), block1, 0,
+			argP(s), argP(lse.ptr()), argI(c.e), argI(T), argI(H), argI(c.b), argI(c.j), argI(c.kv0), argI(g)); err != nil {
+			return err
+		}
+		return be.attnGemm(op, false, false, D, T, T, 1,
+			v.ptr()+c.ko, KVH*D, D, s, T, T*T, 0, out.ptr()+c.qo, H*D, g*D, c.e)
+	})
+}
+
 // attentionBackwardGEMM is the backward pass through GEMMs (arguments
 // checked; dsum = rowsum(dO∘O) [B, H, T] already computed). dq, dk, dv may
 // be nil.
 func (be *Backend) attentionBackwardGEMM(op string, dq, dk, dv, dOut, q, k, v, lse *Buffer, dsum uint64, sh attnShape) error {
-	B, T, H, KVH, D := sh.batch, sh.seq, sh.heads, sh.kvHeads, sh.headDim
-	if B == 0 || T == 0 {
+	T, H, KVH, D := sh.seq, sh.heads, sh.kvHeads, sh.headDim
+	if sh.batch == 0 || T == 0 {
 		return nil
 	}
 	g := H / KVH
@@ -170,51 +187,42 @@ func (be *Backend) attentionBackwardGEMM(op string, dq, dk, dv, dOut, q, k, v, l
 	if err != nil {
 		return err
 	}
-	for b := 0; b < B; b++ {
-		for j := 0; j < g; j++ {
-			for kv0 := 0; kv0 < KVH; kv0 += kc {
-				e := min(kc, KVH-kv0)
-				qo := 4 * uint64((b*T*H+kv0*g+j)*D)
-				ko := 4 * uint64((b*T*KVH+kv0)*D)
-				args := []kernelArg{argI(e), argI(T), argI(H), argI(b), argI(j), argI(kv0), argI(g)}
-				// P from the recomputed scores and the forward pass's lse.
-				if err := be.attnGemm(op, true, false, T, T, D, sh.scale,
-					k.ptr()+ko, KVH*D, D, q.ptr()+qo, H*D, g*D, 0, p, T, T*T, e); err != nil {
-					return err
-				}
-				if err := be.launch(op, "pt_attn_probs", grid1(e*T*T), block1, 0, append([]kernelArg{argP(p), argP(lse.ptr())}, args...)...); err != nil {
-					return err
-				}
-				if dv != nil {
-					if err := be.attnGemm(op, false, true, D, T, T, 1,
-						dOut.ptr()+qo, H*D, g*D, p, T, T*T, 1, dv.ptr()+ko, KVH*D, D, e); err != nil {
-						return err
-					}
-				}
-				if dq == nil && dk == nil {
-					continue
-				}
-				if err := be.attnGemm(op, true, false, T, T, D, 1,
-					v.ptr()+ko, KVH*D, D, dOut.ptr()+qo, H*D, g*D, 0, dp, T, T*T, e); err != nil {
-					return err
-				}
-				if err := be.launch(op, "pt_attn_dscores", grid1(e*T*T), block1, 0, append([]kernelArg{argP(dp), argP(p), argP(dsum)}, args...)...); err != nil {
-					return err
-				}
-				if dq != nil {
-					if err := be.attnGemm(op, false, false, D, T, T, sh.scale,
-						k.ptr()+ko, KVH*D, D, dp, T, T*T, 1, dq.ptr()+qo, H*D, g*D, e); err != nil {
-						return err
-					}
-				}
-				if dk != nil {
-					if err := be.attnGemm(op, false, true, D, T, T, sh.scale,
-						q.ptr()+qo, H*D, g*D, dp, T, T*T, 1, dk.ptr()+ko, KVH*D, D, e); err != nil {
-						return err
-					}
-				}
+	return eachAttnCall(sh, kc, func(c attnCall) error {
+		args := []kernelArg{argI(c.e), argI(T), argI(H), argI(c.b), argI(c.j), argI(c.kv0), argI(g)}
+		// P from the recomputed scores and the forward pass's lse.
+		if err := be.attnGemm(op, true, false, T, T, D, sh.scale,
+			k.ptr()+c.ko, KVH*D, D, q.ptr()+c.qo, H*D, g*D, 0, p, T, T*T, c.e); err != nil {
+			return err
+		}
+		if err := be.launch(op, "pt_attn_probs", grid1(c.e*T*T), block1, 0, append([]kernelArg{argP(p), argP(lse.ptr())}, args...)...); err != nil {
+			return err
+		}
+		if dv != nil {
+			if err := be.attnGemm(op, false, true, D, T, T, 1,
+				dOut.ptr()+c.qo, H*D, g*D, p, T, T*T, 1, dv.ptr()+c.ko, KVH*D, D, c.e); err != nil {
+				return err
 			}
 		}
-	}
-	return nil
+		if dq == nil && dk == nil {
+			return nil
+		}
+		if err := be.attnGemm(op, true, false, T, T, D, 1,
+			v.ptr()+c.ko, KVH*D, D, dOut.ptr()+c.qo, H*D, g*D, 0, dp, T, T*T, c.e); err != nil {
+			return err
+		}
+		if err := be.launch(op, "pt_attn_dscores", grid1(c.e*T*T), block1, 0, append([]kernelArg{argP(dp), argP(p), argP(dsum)}, args...)...); err != nil {
+			return err
+		}
+		if dq != nil {
+			if err := be.attnGemm(op, false, false, D, T, T, sh.scale,
+				k.ptr()+c.ko, KVH*D, D, dp, T, T*T, 1, dq.ptr()+c.qo, H*D, g*D, c.e); err != nil {
+				return err
+			}
+		}
+		if dk != nil {
+			return be.attnGemm(op, false, true, D, T, T, sh.scale,
+				q.ptr()+c.qo, H*D, g*D, dp, T, T*T, 1, dk.ptr()+c.ko, KVH*D, D, c.e)
+		}
+		return nil
+	})
 }
