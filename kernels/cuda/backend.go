@@ -536,7 +536,6 @@ func (s *scratch) ensure(g gpu, bytes int) (uint64, error) {
 	if bytes <= s.bytes {
 		return s.ptr, nil
 	}
-	old := s.bytes
 	if s.ptr != 0 {
 		if err := g.sync(); err != nil {
 			return 0, err
@@ -544,9 +543,12 @@ func (s *scratch) ensure(g gpu, bytes int) (uint64, error) {
 		g.free(s.ptr)
 		s.ptr, s.bytes = 0, 0
 	}
-	// At least double, so that slowly growing requests (sequence lengths
-	// that vary) do not sync and reallocate every time.
-	n := max(bytes, 2*old, 4096)
+	// Exactly what is asked (at least 4 KiB), not a doubling: the memory
+	// estimator's figure must stay an upper bound when micro-batches of
+	// different lengths come one after the other. A scratch is reallocated
+	// only when a request exceeds every earlier one, so a run of growing
+	// lengths costs a few reallocations, once.
+	n := max(bytes, 4096)
 	p, err := g.alloc(n)
 	if err != nil {
 		return 0, err

@@ -103,7 +103,13 @@ func (be *Backend) mixed(op string, args []mArg, f func(b []kernels.Buffer) erro
 	}
 	var st []staged
 	for i, x := range res {
-		if x == nil || x.a.dt != kernels.BF16 || args[i].role == roleAsIs || x.n == 0 {
+		if x == nil || x.a.dt != kernels.BF16 || args[i].role == roleAsIs {
+			continue
+		}
+		if x.n == 0 {
+			// Nothing to convert, but f must not see bf16 (the float32
+			// implementations refuse it; MatmulBackward would stage again).
+			bufs[i] = &Buffer{a: &allocation{be: be, dt: kernels.F32}}
 			continue
 		}
 		k := -1

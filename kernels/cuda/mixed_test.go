@@ -252,3 +252,25 @@ func TestMixedPartialOverlapRefused(t *testing.T) {
 		t.Errorf("Add over partly overlapping bf16 views: err = %v", err)
 	}
 }
+
+// TestMixedEmptyBuffers: empty bf16 arguments are no work and no error
+// (they once made MatmulBackward recurse for ever and the staged ops
+// refuse them as bf16).
+func TestMixedEmptyBuffers(t *testing.T) {
+	be, _ := newFakeBackend(t, false)
+	z16, _ := be.Alloc(0, kernels.BF16)
+	z32, _ := be.Alloc(0, kernels.F32)
+	w, _ := be.Alloc(12, kernels.F32)
+	if err := be.MatmulBackward(z16, nil, nil, z32, nil, w, 0, 4, 3, 1); err != nil {
+		t.Errorf("MatmulBackward with an empty bf16 dIn: %v", err)
+	}
+	if err := be.Add(z16, z16, z16); err != nil {
+		t.Errorf("Add of empty bf16 buffers: %v", err)
+	}
+	if err := be.Scale(z16, 2); err != nil {
+		t.Errorf("Scale of an empty bf16 buffer: %v", err)
+	}
+	if err := be.SwiGLU(z16, z32, z16); err != nil {
+		t.Errorf("SwiGLU of empty mixed buffers: %v", err)
+	}
+}

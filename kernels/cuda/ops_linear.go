@@ -308,6 +308,9 @@ func (be *Backend) MatmulBackward(dIn, dW, dBias, dOut, in, w kernels.Buffer, m,
 			return fmt.Errorf("cuda: %s: dBias overlaps dOut", op)
 		}
 	}
+	if m == 0 || k == 0 || n == 0 {
+		return nil // every gradient is empty or an empty sum
+	}
 	is16 := func(b *Buffer) bool { return b != nil && b.a.dt == kernels.BF16 }
 	if is16(di) || is16(dw) || is16(db) || (db != nil && is16(do)) {
 		dOutRole := roleAsIs

@@ -511,12 +511,15 @@ func Estimate(cfg model.Config, opts Options) (Breakdown, error) {
 	S, mb := int64(opts.SeqLen), int64(opts.MicroBatch)
 	if gpu {
 		if S >= cudaAttnGEMMMinSeq {
-			// kernels/cuda makes the scores of kc kv heads at a time with
-			// batched GEMMs: two [kc, seq, seq] f32 buffers.
-			kc := max(1, min(int64(cfg.KVHeads), cudaAttnScoresBudget/(8*S*S)))
-			add(TermAttention, mb*H*S*bytesF32+2*kc*S*S*bytesF32, true, false,
-				"attention through tensor-core GEMMs (seq >= %d): scores and their gradients for %d head(s) at a time, 2 × [%d, %d, %d] f32, + rowsum(dO∘O) [batch, heads, seq]",
-				cudaAttnGEMMMinSeq, kc, kc, S, S)
+			// kernels/cuda makes the scores of kc kv heads at a time with batched GEMMs:
+			// two [kc, T, T] f32 buffers, kc = min(kvHeads, budget/(8T²)),
+			// at least 1. Over every batch length T <= seq that is at most
+			// 8·kvHeads·seq² and at most max(budget, 8·seq²).
+			kvh := int64(cfg.KVHeads)
+			sc := min(8*kvh*S*S, max(cudaAttnScoresBudget, 8*S*S))
+			add(TermAttention, mb*H*S*bytesF32+sc, true, false,
+				"attention through tensor-core GEMMs (seq >= %d): scores and their gradients of as many heads as fit %d MiB (at least one), 2 × [heads, seq, seq] f32, + rowsum(dO∘O) [batch, heads, seq]",
+				cudaAttnGEMMMinSeq, cudaAttnScoresBudget>>20)
 		} else {
 			add(TermAttention, mb*H*S*bytesF32, true, false, "attention backward's rowsum(dO∘O) [batch, heads, seq] f32; tiles live in shared memory")
 		}
