@@ -45,10 +45,13 @@ type clusterOptions struct {
 func (o *clusterOptions) distributed() bool { return o.join != "" || o.bind != "" }
 
 // jobHash identifies what must agree across nodes: every training setting
-// (but not where rank 0 writes its outputs) and the base model's weights, so
-// that a node whose copy of the model differs is refused.
-func jobHash(cfg trainer.Config, src trainer.ModelSource) string {
-	return node.HashJobConfig(append(cfg.CanonicalJSON(), src.Hash...))
+// (but not where rank 0 writes its outputs), the base model's weights, so
+// that a node whose copy of the model differs is refused, and the precision
+// the node resolved --precision auto to: a bf16 GPU and a CPU (or an older
+// GPU) would compute different gradients for the same step, so they do not
+// train together unless --precision makes them agree.
+func jobHash(cfg trainer.Config, src trainer.ModelSource, precision kernels.DType) string {
+	return node.HashJobConfig(append(append(cfg.CanonicalJSON(), src.Hash...), "precision="+precision.String()...))
 }
 
 // splitHostPort parses ip:port for a flag, naming the flag on error.
@@ -137,7 +140,8 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 		ncfg.Seeds = strings.Split(co.join, ",")
 	}
 	ncfg.SecretKey = node.DeriveKey(secret)
-	ncfg.JobHash = jobHash(cfg, sess.Src)
+	ncfg.JobHash = jobHash(cfg, sess.Src, sess.Model.Opts.Precision)
+	log.Info("job", zap.String("hash", node.ShortHash(ncfg.JobHash)), zap.Stringer("precision", sess.Model.Opts.Precision))
 	ncfg.Device, ncfg.Budget = device, budget
 	ncfg.MinNodes, ncfg.WorldSize = co.minNodes, co.worldSize
 	ncfg.AllowMinority = co.allowMinority
@@ -236,7 +240,7 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 			last = &w
 			continue
 		}
-		wc, err := glue.worldComm(ctx, comm, w)
+		wc, err := makeWorldComm(ctx, glue, comm, w, &peerGone)
 		if err != nil {
 			comm.Close()
 			if ctx.Err() != nil {
@@ -245,6 +249,7 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 			if !errors.Is(err, collective.ErrPeerLost) {
 				return err
 			}
+			log.Warn("could not make the world's communicator; forming a new world", zap.Error(err))
 			last = &w
 			continue
 		}
@@ -257,13 +262,13 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 		peerGone.Store(nil)
 		if err == nil {
 			_, err = sess.Finish(ctx)
-			glue.retire(wc, w, nil)
+			glue.retire(wc, w, nil, true)
 			comm.Close()
 			return err
 		}
 		// Every world gets a new ring (its connections carry the epoch);
 		// an NCCL communicator that lost a peer may live on, shrunk.
-		glue.retire(wc, w, err)
+		glue.retire(wc, w, err, ctx.Err() != nil)
 		comm.Close()
 		switch {
 		case ctx.Err() != nil:
@@ -311,6 +316,31 @@ func runWorld(ctx context.Context, sess *trainer.Session, w *node.World, comm co
 		return err
 	}
 	return sess.Train(ctx, hooks)
+}
+
+// makeWorldComm makes the communicator of world w. A member that fails or
+// leaves meanwhile (the watcher calls peerGone) cancels it, and so does a
+// member that never shows up (NCCL's init timeout): both are a lost peer,
+// after which the survivors form a new world instead of every one of them
+// exiting.
+func makeWorldComm(ctx context.Context, glue *commGlue, rc *ring.Comm, w node.World, peerGone *atomic.Pointer[func(error)]) (collective.Communicator, error) {
+	initCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	abort := func(reason error) { cancel(fmt.Errorf("%w: %w", collective.ErrPeerLost, reason)) }
+	peerGone.Store(&abort)
+	wc, err := glue.worldComm(initCtx, rc, w)
+	peerGone.Store(nil)
+	if err == nil || ctx.Err() != nil || errors.Is(err, collective.ErrPeerLost) {
+		return wc, err
+	}
+	if cause := context.Cause(initCtx); cause != nil {
+		return nil, fmt.Errorf("%w (%w)", cause, err)
+	}
+	if errors.Is(err, collective.ErrAborted) || errors.Is(err, context.DeadlineExceeded) {
+		// Timed out waiting for the other ranks: one of them is gone.
+		return nil, fmt.Errorf("%w: %w", collective.ErrPeerLost, err)
+	}
+	return nil, err
 }
 
 // abortOnPeerLoss returns what to do when the membership layer sees a

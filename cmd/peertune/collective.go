@@ -114,9 +114,14 @@ func (g *commGlue) commitToken(w node.World) ([]byte, error) {
 // caller closes the ring). An NCCL communicator that broke because a peer
 // was lost is kept for the next world when it can still shrink; any other
 // is closed.
-func (g *commGlue) retire(wc collective.Communicator, w node.World, err error) {
+//
+// stopping (the job's context is done) never keeps one: a kept
+// communicator's kernel may still wait on the backend's stream for the lost
+// peer, and stopping writes a checkpoint, which waits on that stream; only
+// closing (aborting) the communicator ends the kernel.
+func (g *commGlue) retire(wc collective.Communicator, w node.World, err error, stopping bool) {
 	g.dropPrev()
-	if c, ok := wc.(*nccl.Comm); ok && errors.Is(err, collective.ErrPeerLost) && c.Shrinkable() {
+	if c, ok := wc.(*nccl.Comm); ok && !stopping && errors.Is(err, collective.ErrPeerLost) && c.Shrinkable() {
 		g.prev, g.prevWorld = c, w
 		g.log.Info("collective: keeping the NCCL communicator to shrink it in the next world", zap.Uint64("epoch", w.Epoch))
 		return

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -9,7 +10,10 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/peertune/peertune/collective"
+	"github.com/peertune/peertune/kernels"
 	"github.com/peertune/peertune/node"
+	"github.com/peertune/peertune/trainer"
 )
 
 // TestWatchMembershipAbortsOnPeerLoss: when a member of the current world
@@ -75,5 +79,54 @@ func TestWatchMembershipAbortsOnPeerLoss(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("node-b of the world left and the world's collective was not aborted")
+	}
+}
+
+// TestMakeWorldCommAbortsOnPeerLoss: while a world's communicator is being
+// made (here: the ranks' agreement over the ring, which rank 1 never
+// joins), a member seen failing by the watcher cancels it, and the error
+// is a lost peer, so the survivors form a new world instead of exiting.
+func TestMakeWorldCommAbortsOnPeerLoss(t *testing.T) {
+	rings := loopbackRing(t, 2, 7)
+	glue := &commGlue{log: zap.NewNop()}
+	w := node.World{Epoch: 7, Rank: 0, Size: 2, Peers: []node.Peer{{ID: "a"}, {ID: "b"}}}
+	var peerGone atomic.Pointer[func(error)]
+	done := make(chan error, 1)
+	go func() {
+		_, err := makeWorldComm(context.Background(), glue, rings[0], w, &peerGone)
+		done <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for peerGone.Load() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("makeWorldComm never armed the membership abort")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	(*peerGone.Load())(errors.New("node b failed or left (membership)"))
+	select {
+	case err := <-done:
+		if !errors.Is(err, collective.ErrPeerLost) || !strings.Contains(err.Error(), "node b") {
+			t.Errorf("err = %v, want a lost peer naming node b", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the membership abort did not end the communicator's making")
+	}
+	if peerGone.Load() != nil {
+		t.Error("the abort hook is still armed after makeWorldComm returned")
+	}
+}
+
+// TestJobHashIncludesPrecision: nodes that resolved --precision differently
+// (a bf16 GPU and a CPU) have different job hashes, so rendezvous refuses
+// to put them in one world; the same precision gives the same hash.
+func TestJobHashIncludesPrecision(t *testing.T) {
+	cfg := trainer.DefaultConfig()
+	src := trainer.ModelSource{Hash: "weights"}
+	if jobHash(cfg, src, kernels.BF16) == jobHash(cfg, src, kernels.F32) {
+		t.Error("bf16 and f32 nodes share a job hash")
+	}
+	if jobHash(cfg, src, kernels.F32) != jobHash(cfg, src, kernels.F32) {
+		t.Error("the job hash is not a function of its inputs")
 	}
 }
