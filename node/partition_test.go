@@ -337,8 +337,14 @@ func TestPartitionMinorityWaitsThenRejoins(t *testing.T) {
 	if w3.Epoch <= w2.Epoch {
 		t.Fatalf("healed world epoch %d is not after the majority's %d", w3.Epoch, w2.Epoch)
 	}
-	if !hasLog(ns[0].logs, zapcore.InfoLevel, "reached a lost member again") {
-		t.Error("n1 did not log reconnecting")
+	// Whichever side's reconnect loop dials first merges the views (the
+	// other side then sees a join and stops trying): some node must have.
+	reconnected := false
+	for _, n := range ns {
+		reconnected = reconnected || hasLog(n.logs, zapcore.InfoLevel, "reached a lost member again")
+	}
+	if !reconnected {
+		t.Error("no node logged reaching a lost member again")
 	}
 	t.Logf("one world of 5, epoch %d, %s after healing; test took %s", w3.Epoch, time.Since(healed), time.Since(start))
 }
