@@ -41,7 +41,9 @@
 // eligible nodes are the ready ones of the job's config hash; the smallest ID
 // leads and has rank 0; a new world needs a strict majority of the last one,
 // not counting nodes that left on purpose (no split brain), and takes a new,
-// larger epoch. Rendezvous (protocol.go) is the leader-propose, member-ack,
+// larger epoch. A world's members are processes: each has an ID (its name)
+// and an incarnation (Meta.Inc, Peer.Inc), random per process, so a new
+// process under an old name is told from the old one. Rendezvous (protocol.go) is the leader-propose, member-ack,
 // leader-commit exchange around it, over memberlist's reliable channel.
 //
 // # Partitions
@@ -57,14 +59,21 @@
 // (Config.Observer, `peertune status`) gossips StateObserver and is never
 // counted.
 //
-// A node that stopped gracefully (Leave) does not count in the majority:
-// it promised never to train in the job again (its Rendezvous fails with
-// ErrLeft), so the survivors of a stopped node in a world of 2, or of two
-// in a world of 4, go on ("k of n; d left on purpose" when they cannot).
-// A crashed node still counts: it may only be cut off. Why discounting
-// departures keeps the guarantee, and where it stops (two departed names
-// restarted as new processes on opposite sides of a later partition), is
-// argued at lastQuorum in rendezvous.go.
+// A process that stopped gracefully (Leave) does not count in the
+// majority: it promised never to train in the job again (its Rendezvous
+// fails with ErrLeft), so the survivors of a stopped node in a world of 2,
+// or of two in a world of 4, go on ("k of n; d left on purpose" when they
+// cannot). A crashed node still counts: it may only be cut off. Only the
+// same process counts for the last world: a new process under a last-world
+// name (a restart, a Slurm requeue with the same --node-name) joins the
+// next world but does not help it to a majority ("r restarted as a new
+// process"), and does not undo its predecessor's departure. So a world of
+// 2 whose other node crashed and was restarted waits, where a graceful
+// stop before the restart would not; AllowMinority is the way on. Why this
+// keeps the guarantee for any number of returned names, what it costs, and
+// how worlds committed by older code (no incarnations: matched by name, with
+// the older guarantee) are handled, is argued at lastQuorum in
+// rendezvous.go.
 //
 // Known limits: a node stays Ready after Rendezvous returns until the caller
 // sets Training, and Ready or Training nodes count as eligible; a proposal to
@@ -72,7 +81,8 @@
 // out and proposes again. Bringing training nodes back into rendezvous when
 // membership changes is the trainer's job (elastic recovery). A Commit is
 // not atomic. A member whose Commit is lost adopts
-// the world once the leader's gossiped epoch shows it, but without the
+// the world once the leader's gossiped epoch shows it (from the same leader
+// process: its incarnation must match the proposal's), but without the
 // Commit's World.Token (RendezvousOptions.CommitToken): users of the token
 // agree among the members whether all have it. A member that never learns
 // of the commit keeps its older last world until its next rendezvous.

@@ -95,6 +95,13 @@ type Meta struct {
 	StepMillis uint32 `msgpack:"sms,omitempty"`
 	// Epoch is the epoch of the last world this node committed to (0: none).
 	Epoch uint64 `msgpack:"epoch,omitempty"`
+	// Inc is the incarnation: a random non-zero number Start picks once
+	// per process and that never changes. ID names a node, and a name can
+	// come back as a new process (a restart, a Slurm requeue with the same
+	// --node-name); ID and Inc together name one process, which is what the
+	// majority of a last world is made of (see lastQuorum). 0 means
+	// unknown: metadata of older code, which has no incarnation.
+	Inc uint64 `msgpack:"inc,omitempty"`
 }
 
 // Validate checks the field lengths that keep Meta under the size limit.

@@ -11,7 +11,7 @@ import (
 
 func TestMetaRoundTrip(t *testing.T) {
 	in := Meta{ID: "h-1-abc", Endpoint: "10.0.0.1:29500", Device: "cpu", Budget: 1 << 34,
-		JobHash: HashJobConfig([]byte("job")), State: StateTraining, Step: 42, StepMillis: 1234, Epoch: 7}
+		JobHash: HashJobConfig([]byte("job")), State: StateTraining, Step: 42, StepMillis: 1234, Epoch: 7, Inc: 0x9e3779b97f4a7c15}
 	b, err := in.Encode()
 	if err != nil {
 		t.Fatal(err)
@@ -38,6 +38,7 @@ func TestMetaWorstCaseFits(t *testing.T) {
 		Step:       math.MaxUint64,
 		StepMillis: math.MaxUint32,
 		Epoch:      math.MaxUint64,
+		Inc:        math.MaxUint64,
 	}
 	b, err := m.Encode()
 	if err != nil {

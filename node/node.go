@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -88,14 +89,14 @@ type Node struct {
 	closed  bool
 
 	// lost: members gone without leaving on purpose (see reconnectLoop).
-	// saidLeaving: members that told us they leave on purpose (Leave sends
-	// a notice: their Leaving metadata may never arrive, see Leave).
-	// departed: members that left after saying so, by when they left; with
-	// saidLeaving, what View.Departed reports (see departedIDs). An entry
-	// ends when a process of that name joins again.
-	lost        map[string]lostMember
-	saidLeaving map[string]bool
-	departed    map[string]time.Time
+	// departed: the processes (ID and incarnation) that told us they leave
+	// on purpose, by their notice (Leave sends one: their Leaving metadata
+	// may never arrive, see Leave) or their Leaving metadata, with when we
+	// heard; what View.Departed reports (see departures). A new process
+	// under a departed name does not end its predecessor's entry: it has
+	// another incarnation, and the predecessor never comes back.
+	lost     map[string]lostMember
+	departed map[Departure]time.Time
 
 	changed   chan struct{} // cap 1: "the view may have changed"
 	metaDirty chan struct{} // cap 1: "gossip our meta again"
@@ -143,7 +144,7 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Node, error) {
 		inbox:     make(chan inbound, inboxSize),
 		done:      make(chan struct{}),
 	}
-	n.lost, n.saidLeaving, n.departed = map[string]lostMember{}, map[string]bool{}, map[string]time.Time{}
+	n.lost, n.departed = map[string]lostMember{}, map[Departure]time.Time{}
 	n.meta = Meta{
 		ID:       cfg.Name,
 		Endpoint: cfg.Endpoint,
@@ -151,6 +152,7 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Node, error) {
 		Budget:   cfg.Budget,
 		JobHash:  cfg.JobHash,
 		State:    StateJoining,
+		Inc:      newIncarnation(),
 	}
 	if cfg.Observer {
 		n.meta.State = StateObserver
@@ -202,7 +204,7 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Node, error) {
 	n.addr = ml.LocalNode().Address()
 	go n.metaLoop()
 	go n.reconnectLoop()
-	n.log.Info("gossip started", zap.String("addr", n.Addr()), zap.Bool("encrypted", len(cfg.SecretKey) > 0))
+	n.log.Info("gossip started", zap.String("addr", n.Addr()), zap.Bool("encrypted", len(cfg.SecretKey) > 0), zap.String("incarnation", fmt.Sprintf("%016x", n.meta.Inc)))
 
 	if len(cfg.Seeds) > 0 {
 		if err := n.Join(cfg.Seeds); err != nil {
@@ -215,6 +217,19 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Node, error) {
 
 // ID returns this node's unique name.
 func (n *Node) ID() string { return n.cfg.Name }
+
+// newIncarnation picks a process's incarnation (Meta.Inc): random, so that
+// a restarted process never reuses its predecessor's (a clock or a counter
+// on disk could repeat after a crash, or on another host), and non-zero,
+// because 0 means "older code, unknown". Two processes of one name sharing
+// one, which would let the second count as the first, is a 2^-64 chance.
+func newIncarnation() uint64 {
+	for {
+		if v := rand.Uint64(); v != 0 {
+			return v
+		}
+	}
+}
 
 // Addr returns the gossip host:port peers dial (what seeds should list).
 func (n *Node) Addr() string { return n.addr }
@@ -322,9 +337,9 @@ func (n *Node) Meta() Meta {
 // encodes within the size limit, makes it current and schedules it for
 // gossip. It does not wait for the gossip (a training loop calls it every
 // step): peers see the change within a few gossip intervals. Successive
-// updates coalesce. fn must not change ID, and only Leave sets or leaves
-// StateLeaving: it is a promise to peers (see Leave), so after Leave a
-// change of State fails with ErrLeft.
+// updates coalesce. fn must not change ID or Inc (they name this process),
+// and only Leave sets or leaves StateLeaving: it is a promise to peers (see
+// Leave), so after Leave a change of State fails with ErrLeft.
 func (n *Node) UpdateMeta(fn func(*Meta)) error {
 	n.mu.Lock()
 	if n.closed {
@@ -336,6 +351,10 @@ func (n *Node) UpdateMeta(fn func(*Meta)) error {
 	if m.ID != n.cfg.Name {
 		n.mu.Unlock()
 		return fmt.Errorf("update meta: id %q cannot change to %q", n.cfg.Name, m.ID)
+	}
+	if m.Inc != n.meta.Inc {
+		n.mu.Unlock()
+		return fmt.Errorf("update meta: incarnation %016x cannot change to %016x", n.meta.Inc, m.Inc)
 	}
 	if left := n.left.Load(); left != (m.State == StateLeaving) && m.State != n.meta.State {
 		n.mu.Unlock()
@@ -397,11 +416,12 @@ func (n *Node) Dropped() uint64 {
 // out. Gossip keeps running until Shutdown.
 //
 // Leaving is a promise that this process will not train in this job again:
-// peers that hear of it stop counting this node in the majority of their
-// last world (View.Departed), so that survivors of a graceful stop are not
-// left waiting for ever. Call it only once training has stopped. From the
-// first moment of Leave, Rendezvous fails with ErrLeft (also one already
-// running) and the metadata stays StateLeaving.
+// peers that hear of it stop counting this process (this incarnation) in
+// the majority of their last world (View.Departed), so that survivors of a
+// graceful stop are not left waiting for ever. A later process under the
+// same name is a new member, not this one. Call it only once training has
+// stopped. From the first moment of Leave, Rendezvous fails with ErrLeft
+// (also one already running) and the metadata stays StateLeaving.
 func (n *Node) Leave(timeout time.Duration) error {
 	n.lifeMu.Lock()
 	defer n.lifeMu.Unlock()
@@ -540,10 +560,11 @@ func (n *Node) reconnect(id, addr string) {
 	}
 }
 
-// tellLeaving sends a Leaving notice to every member in parallel and waits
-// up to d for the sends.
+// tellLeaving sends a Leaving notice, naming this process by ID and
+// incarnation, to every member in parallel and waits up to d for the sends.
 func (n *Node) tellLeaving(d time.Duration) {
 	n.mu.Lock()
+	msg := &leavingMsg{ID: n.cfg.Name, Inc: n.meta.Inc}
 	var peers []string
 	for id := range n.targets {
 		if id != n.cfg.Name {
@@ -554,7 +575,7 @@ func (n *Node) tellLeaving(d time.Duration) {
 	var wg sync.WaitGroup
 	for _, id := range peers {
 		wg.Go(func() {
-			if err := n.send(id, kindLeaving, &leavingMsg{ID: n.cfg.Name}); err != nil {
+			if err := n.send(id, kindLeaving, msg); err != nil {
 				n.log.Debug("leaving notice not delivered", zap.Error(err))
 			}
 		})
@@ -562,31 +583,33 @@ func (n *Node) tellLeaving(d time.Duration) {
 	waitTimeout(&wg, d)
 }
 
-// departedIDs lists, sorted, the members that announced a graceful departure
-// and have not joined again: those gone after saying so, and those that said
-// so and are still going (their leave not yet seen). Entries older than
-// reconnectFor are dropped: the rendezvous that needs one follows the
-// departure within seconds, and forgetting one only makes the majority rule
-// stricter.
-func (n *Node) departedIDs() []string {
+// departures lists, sorted, the processes that announced a graceful
+// departure: those gone after saying so, and those that said so and are
+// still going (their leave not yet seen), also when a new process under the
+// name has joined since. Entries older than reconnectFor are dropped: the
+// rendezvous that needs one follows the departure within seconds, and
+// forgetting one only makes the majority rule stricter.
+func (n *Node) departures() []Departure {
 	now := time.Now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	out := make([]string, 0, len(n.departed)+len(n.saidLeaving))
-	for id, at := range n.departed {
+	out := make([]Departure, 0, len(n.departed))
+	for d, at := range n.departed {
 		if now.Sub(at) > reconnectFor {
-			delete(n.departed, id)
+			delete(n.departed, d)
 			continue
 		}
-		out = append(out, id)
+		out = append(out, d)
 	}
-	for id := range n.saidLeaving {
-		if _, ok := n.departed[id]; !ok {
-			out = append(out, id)
-		}
-	}
-	slices.Sort(out)
+	slices.SortFunc(out, func(a, b Departure) int { return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Inc, b.Inc)) })
 	return out
+}
+
+// heardDeparture records that process d said it leaves. The caller holds mu.
+func (n *Node) heardDeparture(d Departure) {
+	if _, ok := n.departed[d]; !ok {
+		n.departed[d] = time.Now()
+	}
 }
 
 // forgetLost drops id from the reconnect list if it still has addr.
@@ -635,7 +658,9 @@ func (d *delegate) NotifyMsg(b []byte) {
 	if msg.kind == kindLeaving { // membership, not rendezvous: note it here
 		n.mu.Lock()
 		if msg.from != n.cfg.Name && n.members[msg.from].ID != "" {
-			n.saidLeaving[msg.from] = true
+			// The notice names its process: older code sends no
+			// incarnation, and then 0 matches its metadata's.
+			n.heardDeparture(Departure{ID: msg.from, Inc: msg.leaving.Inc})
 		}
 		n.mu.Unlock()
 		return
@@ -674,6 +699,11 @@ func (n *Node) observe(kind EventKind, mn *memberlist.Node) {
 		n.mu.Unlock()
 		return
 	}
+	if meta.State == StateLeaving && m.ID != n.cfg.Name {
+		// Recorded now, not only when it is gone: a new process under the
+		// name may replace it in memberlist before any leave event.
+		n.heardDeparture(departureOf(m))
+	}
 	if kind == EventLeave {
 		delete(n.members, m.ID)
 		delete(n.targets, m.ID)
@@ -681,26 +711,18 @@ func (n *Node) observe(kind EventKind, mn *memberlist.Node) {
 		// longer counts in the majority of the last world (departed); one
 		// that only watched is neither; any other went silent: failure or
 		// partition.
-		said := meta.State == StateLeaving || n.saidLeaving[m.ID]
+		_, said := n.departed[departureOf(m)]
 		switch {
-		case m.ID == n.cfg.Name || meta.State == StateObserver:
-		case said:
-			n.departed[m.ID] = time.Now()
+		case m.ID == n.cfg.Name || meta.State == StateObserver || said:
 		default:
 			n.lost[m.ID] = lostMember{addr: m.Addr, since: time.Now()}
 		}
-		delete(n.saidLeaving, m.ID)
 	} else {
+		// A new process under a departed name (another incarnation) is a
+		// new member; its predecessor's departure stands (see lastQuorum).
 		n.members[m.ID] = m
 		n.targets[m.ID] = &memberlist.Node{Name: mn.Name, Addr: slices.Clone(mn.Addr), Port: mn.Port}
 		delete(n.lost, m.ID)
-		if kind == EventJoin {
-			// A new process under the old name: it counts again (see
-			// lastQuorum for why one such return keeps the majority rule
-			// safe).
-			delete(n.saidLeaving, m.ID)
-			delete(n.departed, m.ID)
-		}
 	}
 	n.seq++
 	ev := Event{Seq: n.seq, Kind: kind, Member: m}

@@ -96,9 +96,11 @@ type refuseMsg struct {
 	Reason   string `msgpack:"reason"`
 }
 
-// leavingMsg: the node ID leaves the cluster on purpose.
+// leavingMsg: the process ID with incarnation Inc leaves the cluster on
+// purpose. Older code sends no Inc (0).
 type leavingMsg struct {
-	ID string `msgpack:"id"`
+	ID  string `msgpack:"id"`
+	Inc uint64 `msgpack:"inc,omitempty"`
 }
 
 // inbound is one decoded message. Exactly one of the pointers is set.
@@ -239,6 +241,7 @@ func Rendezvous(ctx context.Context, n *Node, last *World, opts RendezvousOption
 	r := &rendezvous{
 		n:           n,
 		self:        n.ID(),
+		inc:         n.Meta().Inc,
 		jobHash:     n.cfg.JobHash,
 		last:        last,
 		opts:        opts,
@@ -270,6 +273,7 @@ func Rendezvous(ctx context.Context, n *Node, last *World, opts RendezvousOption
 type rendezvous struct {
 	n       *Node
 	self    string
+	inc     uint64 // our incarnation (Meta.Inc)
 	jobHash string
 	last    *World
 	opts    RendezvousOptions
@@ -363,7 +367,7 @@ func (r *rendezvous) stale(m inbound, now time.Time) bool {
 }
 
 func (r *rendezvous) view(now time.Time) View {
-	return View{Self: r.self, Members: r.n.Members(), Departed: r.n.departedIDs(), Elapsed: now.Sub(r.start)}
+	return View{Self: r.self, Members: r.n.Members(), Departed: r.n.departures(), Elapsed: now.Sub(r.start)}
 }
 
 // step re-evaluates the view: leader duties, member bookkeeping, refusal.
@@ -525,7 +529,11 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
 
 // memberStep keeps the member's bookkeeping current: forget an ack whose
 // leader went away or went silent, and adopt a world whose Commit message
-// was lost but whose epoch the leader's gossip already shows.
+// was lost but whose epoch the leader's gossip already shows. The gossip
+// must come from the process that proposed (the leader's incarnation in the
+// proposal): a new process under the leader's name may have committed
+// another world under the same epoch number, since a proposal that never
+// committed leaves no trace of its epoch in anyone's metadata.
 func (r *rendezvous) memberStep(view View, w World, d Decision, now time.Time) (World, bool, error) {
 	if d.Action == Commit && w.Rank < 0 && !r.standingBy {
 		// A world forms without us (WorldSize reached): we are a standby.
@@ -540,8 +548,12 @@ func (r *rendezvous) memberStep(view View, w World, d Decision, now time.Time) (
 		r.acked = nil
 		return World{}, false, nil
 	}
+	i := Rank(World{Peers: a.Peers}, a.LeaderID)
+	if i < 0 {
+		return World{}, false, nil // onPropose acks only proposals its leader is in
+	}
 	for _, m := range view.Members {
-		if m.ID == a.LeaderID && m.Meta.Epoch == a.Epoch {
+		if m.ID == a.LeaderID && m.Meta.Epoch == a.Epoch && sameProcess(a.Peers[i], m.ID, m.Meta.Inc) {
 			// No Token: it travels only in the lost Commit.
 			adopted := World{Epoch: a.Epoch, Size: len(a.Peers), Peers: a.Peers}
 			adopted.Rank = Rank(adopted, r.self)
@@ -570,7 +582,10 @@ func (r *rendezvous) handle(m inbound, now time.Time) (World, bool, error) {
 		}
 	case kindCommit:
 		c := m.commit
-		if a := r.acked; a != nil && c.World.Epoch == a.Epoch && c.LeaderID == a.LeaderID {
+		// The world must be the one we acked, peer for peer (incarnations
+		// included): a late Commit from a leader that was since replaced
+		// by a new process of its name could carry our acked epoch.
+		if a := r.acked; a != nil && c.World.Epoch == a.Epoch && c.LeaderID == a.LeaderID && slices.Equal(c.World.Peers, a.Peers) {
 			w := c.World
 			w.Size = len(w.Peers)
 			w.Rank = Rank(w, r.self)
@@ -613,24 +628,7 @@ func (r *rendezvous) refusedError(f *refuseMsg) error {
 
 // onPropose answers a leader's proposal from this member's own view.
 func (r *rendezvous) onPropose(p *proposeMsg, now time.Time) {
-	view := r.view(now)
-	_, d := Propose(view, r.last, r.opts)
-	q := lastQuorum(p.Peers, r.last, departedSet(view.Departed, canonical(view.Members)))
-	reason := ""
-	switch {
-	case p.JobHash != r.jobHash:
-		reason = fmt.Sprintf("job config hash %s differs from ours (%s)", ShortHash(p.JobHash), ShortHash(r.jobHash))
-	case Rank(World{Peers: p.Peers}, r.self) < 0:
-		reason = "we are not in the proposed world"
-	case p.LeaderID != d.Leader:
-		reason = fmt.Sprintf("our view's leader is %q", d.Leader)
-	case r.last != nil && p.Epoch <= r.last.Epoch:
-		reason = fmt.Sprintf("epoch %d is not after our last world's %d", p.Epoch, r.last.Epoch)
-	case !r.opts.AllowMinority && !q.ok():
-		reason = "no majority of our last world (" + q.String() + ")"
-	case !slices.IsSortedFunc(p.Peers, func(a, b Peer) int { return strings.Compare(a.ID, b.ID) }):
-		reason = "peers not in rank order"
-	}
+	reason := declineReason(p, r.self, r.inc, r.jobHash, r.view(now), r.last, r.opts)
 	if reason != "" {
 		r.log.Info("declining proposal", zap.Uint64("epoch", p.Epoch), zap.String("leader", p.LeaderID), zap.String("reason", reason))
 		r.n.sendAsync(p.LeaderID, kindNack, &nackMsg{Epoch: p.Epoch, ID: r.self, Reason: reason})
@@ -638,4 +636,36 @@ func (r *rendezvous) onPropose(p *proposeMsg, now time.Time) {
 	}
 	r.acked, r.ackedAt = p, now
 	r.n.sendAsync(p.LeaderID, kindAck, &ackMsg{Epoch: p.Epoch, ID: r.self})
+}
+
+// declineReason says why the member self, of incarnation inc and job hash
+// jobHash, must not ack proposal p, given its own view and last world; ""
+// when it may. The member's ack is what makes it count in the leader's
+// majority of the last world, so it checks that majority itself, and
+// checks that the proposal names this process: a leader whose view still
+// shows our predecessor under our name (we restarted) would otherwise
+// count us as that process (see lastQuorum). An incarnation of 0 in the
+// proposal comes from a leader running older code, which sends none; it is
+// acked, and that world is matched by name later.
+func declineReason(p *proposeMsg, self string, inc uint64, jobHash string, view View, last *World, opts RendezvousOptions) string {
+	_, d := Propose(view, last, opts)
+	q := lastQuorum(p.Peers, last, departedSet(view.Departed, canonical(view.Members)))
+	i := Rank(World{Peers: p.Peers}, self)
+	switch {
+	case p.JobHash != jobHash:
+		return fmt.Sprintf("job config hash %s differs from ours (%s)", ShortHash(p.JobHash), ShortHash(jobHash))
+	case i < 0:
+		return "we are not in the proposed world"
+	case p.Peers[i].Inc != 0 && p.Peers[i].Inc != inc:
+		return fmt.Sprintf("the proposal names another process of our name (incarnation %016x, we are %016x)", p.Peers[i].Inc, inc)
+	case p.LeaderID != d.Leader:
+		return fmt.Sprintf("our view's leader is %q", d.Leader)
+	case last != nil && p.Epoch <= last.Epoch:
+		return fmt.Sprintf("epoch %d is not after our last world's %d", p.Epoch, last.Epoch)
+	case !opts.AllowMinority && !q.ok():
+		return "no majority of our last world (" + q.String() + ")"
+	case !slices.IsSortedFunc(p.Peers, func(a, b Peer) int { return strings.Compare(a.ID, b.ID) }):
+		return "peers not in rank order"
+	}
+	return ""
 }

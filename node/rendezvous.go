@@ -12,10 +12,16 @@ import (
 // to a proposed world. No clocks, no network, no randomness: the caller passes
 // in how long it has waited. Rendezvous (protocol.go) runs it at the edges.
 
-// Peer is one member of a world, in rank order.
+// Peer is one member of a world, in rank order: a process, named by its ID
+// and its incarnation (Meta.Inc), so that a later world can tell the same
+// process from a new one under the same name.
 type Peer struct {
 	ID       string `msgpack:"id"`
 	Endpoint string `msgpack:"ep"`
+	// Inc is the process's incarnation as the leader saw it in its
+	// metadata; 0 when unknown (a world committed, or proposed, by older
+	// code, which does not send it; see lastQuorum).
+	Inc uint64 `msgpack:"inc,omitempty"`
 }
 
 // World is a committed (or proposed) data-parallel group. Peers are ordered
@@ -61,20 +67,29 @@ type Member struct {
 	Meta  Meta
 }
 
+// Departure names one process that announced a graceful departure: the
+// node's ID and the incarnation (Meta.Inc) of the process that said so; Inc
+// 0 when it came from older code, which sends none.
+type Departure struct {
+	ID  string
+	Inc uint64
+}
+
 // View is the input of Propose: the members this node knows, who it is, who
 // left on purpose, and how long it has been waiting (a fact about now, like
 // the members).
 type View struct {
 	Self    string
 	Members []Member
-	// Departed names the nodes that announced a graceful departure
-	// (Node.Leave: a notice to each member, Leaving metadata) and have not
-	// joined again since. Such a process never trains in this job again,
-	// so it is never a candidate and does not count in the majority of the
-	// last world (see lastQuorum). A member whose metadata says Leaving
-	// counts as departed too. Order does not matter; the caller owns the
-	// slice.
-	Departed []string
+	// Departed lists the processes that announced a graceful departure
+	// (Node.Leave: a notice to each member, Leaving metadata). Such a
+	// process never trains in this job again, so it is never a candidate
+	// and does not count in the majority of the last world (see
+	// lastQuorum). A new process under a departed name has another
+	// incarnation: it is a candidate, and its predecessor stays departed.
+	// A member whose metadata says Leaving counts as departed too. Order
+	// does not matter; the caller owns the slice.
+	Departed []Departure
 	Elapsed  time.Duration
 }
 
@@ -206,17 +221,19 @@ type Decision struct {
 //     another hash are Refused. While that is undecided (a tie, or no group
 //     big enough) everyone waits and nobody is refused;
 //   - eligible = candidates with the job's hash. With WorldSize > 0 at most
-//     WorldSize of them are taken, members of the last world first (to keep
-//     its majority), then by ID;
+//     WorldSize of them are taken, processes of the last world first (to
+//     keep its majority; a new process under a last-world name is not one),
+//     then by ID;
 //   - the world is ordered by ID; its first member leads;
 //   - size >= MinNodes; with WorldSize > 0 and before Timeout, size == WorldSize;
-//   - nodes that left on purpose (View.Departed, or Leaving metadata) are
-//     never candidates;
+//   - processes that left on purpose (View.Departed, or Leaving metadata)
+//     are never candidates;
 //   - with a last world and no AllowMinority, the new world holds a strict
-//     majority of the last world's peers that did not leave on purpose:
-//     two disjoint sides of a partition cannot both have one, so at most
-//     one trains (see lastQuorum for why discounting departures keeps
-//     that);
+//     majority of the last world's processes that did not leave on
+//     purpose, counting only the same processes (ID and incarnation): two
+//     disjoint sides of a partition cannot both have one, so at most one
+//     trains (see lastQuorum for why, with departures and names that come
+//     back as new processes);
 //   - Epoch is one more than the largest epoch known: last's, and every
 //     same-job member's Meta.Epoch.
 func Propose(view View, last *World, opts RendezvousOptions) (World, Decision) {
@@ -228,7 +245,7 @@ func Propose(view View, last *World, opts RendezvousOptions) (World, Decision) {
 	for _, m := range members {
 		// A member that said it leaves but whose Leaving metadata has not
 		// reached us yet still shows its old state: the notice decides.
-		if m.Alive && (m.Meta.State == StateReady || m.Meta.State == StateTraining) && !departed[m.ID] {
+		if m.Alive && (m.Meta.State == StateReady || m.Meta.State == StateTraining) && !departed[departureOf(m)] {
 			cands = append(cands, m)
 		}
 	}
@@ -282,7 +299,7 @@ func Propose(view View, last *World, opts RendezvousOptions) (World, Decision) {
 	}
 	peers := make([]Peer, size)
 	for i, m := range sel {
-		peers[i] = Peer{ID: m.ID, Endpoint: m.Meta.Endpoint}
+		peers[i] = Peer{ID: m.ID, Endpoint: m.Meta.Endpoint, Inc: m.Meta.Inc}
 	}
 	if q := lastQuorum(peers, last, departed); !opts.AllowMinority && !q.ok() {
 		d.Reason = "no majority of last world (" + q.String() + ")"
@@ -381,13 +398,16 @@ func jobHash(cands []Member, minNodes int) (string, string) {
 }
 
 // selectWorld takes the eligible members (sorted by ID), capped at worldSize
-// when it is > 0 with members of last first, and returns them in ID order.
+// when it is > 0 with the processes of last first, and returns them in ID
+// order.
 func selectWorld(elig []Member, last *World, worldSize int) []Member {
 	if worldSize <= 0 || len(elig) <= worldSize {
 		return elig
 	}
 	sel := slices.Clone(elig)
-	inLast := func(m Member) bool { return last != nil && Rank(*last, m.ID) >= 0 }
+	inLast := func(m Member) bool {
+		return last != nil && slices.ContainsFunc(last.Peers, func(lp Peer) bool { return sameProcess(lp, m.ID, m.Meta.Inc) })
+	}
 	slices.SortStableFunc(sel, func(a, b Member) int {
 		ia, ib := inLast(a), inLast(b)
 		switch {
@@ -403,83 +423,155 @@ func selectWorld(elig []Member, last *World, worldSize int) []Member {
 	return sel
 }
 
-// departedSet is the set of nodes that left on purpose: the names in
+// departedSet is the set of processes that left on purpose: those in
 // departed, and the members (canonical) whose metadata says Leaving. Both are
-// the node's own announcement (Node.Leave sends the notice and sets the
+// the process's own announcement (Node.Leave sends the notice and sets the
 // metadata; nothing else may set Leaving), so either is enough.
 // The result is nil (reads as empty) when nobody left, the common case.
-func departedSet(departed []string, members []Member) map[string]bool {
-	var set map[string]bool
-	add := func(id string) {
+func departedSet(departed []Departure, members []Member) map[Departure]bool {
+	var set map[Departure]bool
+	add := func(d Departure) {
 		if set == nil {
-			set = map[string]bool{}
+			set = map[Departure]bool{}
 		}
-		set[id] = true
+		set[d] = true
 	}
-	for _, id := range departed {
-		if id != "" {
-			add(id)
+	for _, d := range departed {
+		if d.ID != "" {
+			add(d)
 		}
 	}
 	for _, m := range members {
 		if m.Meta.State == StateLeaving {
-			add(m.ID)
+			add(departureOf(m))
 		}
 	}
 	return set
 }
 
+// departureOf is the departure member m's process would announce.
+func departureOf(m Member) Departure { return Departure{ID: m.ID, Inc: m.Meta.Inc} }
+
+// sameProcess reports whether the process id with incarnation inc is the
+// last world's peer lp. With lp.Inc 0 (a world committed or proposed by
+// older code) the incarnation is unknown and the name decides, as it did
+// before incarnations; see lastQuorum for what that keeps and loses. A
+// process whose own incarnation is 0 runs older code, so it can be a last
+// world's peer with an incarnation only if that peer's Inc is 0 too.
+func sameProcess(lp Peer, id string, inc uint64) bool {
+	return lp.ID == id && (lp.Inc == 0 || lp.Inc == inc)
+}
+
+// leftOnPurpose reports whether the last world's peer lp announced its
+// departure, by the same rule as sameProcess: by incarnation, or by name
+// for a peer without one.
+func leftOnPurpose(lp Peer, departed map[Departure]bool) bool {
+	if lp.Inc != 0 {
+		return departed[Departure{ID: lp.ID, Inc: lp.Inc}]
+	}
+	for d := range departed {
+		if d.ID == lp.ID {
+			return true
+		}
+	}
+	return false
+}
+
 // quorum is where a proposed world stands against the majority rule of the
 // last world.
 type quorum struct {
-	have int // the world's peers that were in the last world and did not leave
-	of   int // the last world's size
-	left int // the last world's peers that left on purpose
-	none bool
+	have    int // the last world's processes that are in the world and did not leave
+	of      int // the last world's size
+	left    int // the last world's processes that left on purpose
+	renewed int // the last world's names in the world as a new process (not in have)
+	none    bool
 }
 
-// lastQuorum measures peers against last (nil or empty: no rule, none). The
-// rule is a strict majority of the last world's peers that did not leave on
-// purpose: 2·have > of − left. A departed peer is not counted in have even
-// if peers names it (a proposal from a leader whose view differs).
+// lastQuorum measures peers against last (nil or empty: no rule, none).
+// A last world is made of processes, not names: the proposed world's peer
+// stands for the last world's peer lp only when it is the same process, with
+// lp's ID and lp's incarnation (Peer.Inc, from Meta.Inc: random per
+// process). The rule is a strict majority of the last world's processes
+// that did not leave on purpose: 2·have > of − left, where left counts the
+// last world's processes whose own departure announcement this node heard
+// of (by ID and incarnation), and have the others that peers holds. A new
+// process under a last-world name is a joiner: it may be in the new world
+// but does not count for the last one (renewed counts such names, for the
+// reason). A departed process is not counted in have even if peers names it
+// (a proposal from a leader whose view differs).
 //
-// Why discounting departures keeps "no split brain". A node says it leaves
-// (Node.Leave) only once it has stopped training for good: after the
-// announcement its Rendezvous fails with ErrLeft and its metadata stays
-// Leaving. Let L be the last world, n = |L|, and G ⊆ L the processes of L
-// that announced their departure. A side S of a partition discounts only
-// departures it heard of, D_S ⊆ G, and counts only live, non-departed
-// processes of L, none of which is in G. Two disjoint sides X and Y that
-// both commit need |X∩L| > (n−|D_X|)/2 ≥ (n−|G|)/2 and likewise for Y, so
-// |X∩L| + |Y∩L| > n−|G|; but both lie in L∖G: impossible. Different sides
-// may know different subsets of G, or none (a lost notice makes a departure
-// look like a failure, which only makes a side stricter).
+// Why this keeps "no split brain", however many names come back. Let L be
+// the last world, n = |L|, as a set of processes, and G ⊆ L the processes of
+// L that announced their departure (Node.Leave). A world commits only once
+// every one of its peers acked it (the leader, which names itself from its
+// own metadata, included); a process acks only a proposal that names it
+// with its own incarnation (declineReason), and never once it has begun to
+// Leave (its Rendezvous fails with ErrLeft from then on). So what a
+// committed world counts in have are processes of L, each through its own
+// ack, none of them in G. A process is on one side of a partition, so the
+// counted sets C_X and C_Y of two sides X and Y are disjoint subsets of L∖G.
+// A side discounts only departures it heard of, and each names the process
+// that announced it, so what a side discounts lies in G: left ≤ |G|. If both
+// sides committed, |C_X| > (n−left_X)/2 ≥ (n−|G|)/2 and likewise for Y, so
+// |C_X| + |C_Y| > n−|G| ≥ |C_X ∪ C_Y|: impossible. Different sides may know
+// different subsets of G, or none (a lost notice makes a departure look like
+// a failure, which only makes a side stricter).
 //
-// A departed name can come back as a new process (same --node-name): its
-// join clears the departure (Node does), so it counts again as the old
-// member did. One such name r is still safe. Its new process is on one side
-// only, say Y, and Y does not discount r (it never heard r leave, or saw it
-// join again), so |D_Y| ≤ |G|−1 and Y counts within (L∖G) ∪ {r}. With
-// m = n−|G|, X needs at least ⌊m/2⌋+1 nodes of L∖G and Y at least
-// ⌊(m+1)/2⌋+1 of (L∖G) ∪ {r}: m+2 nodes in all, out of m+1.
+// A name that comes back (Slurm requeues reuse --node-name) is a new process
+// with a new incarnation: it is in no C_S, and its join does not undo its
+// predecessor's departure, which stays keyed by the old incarnation (Node
+// keeps it). Nothing in the argument counts names, so it holds for any
+// number of returned names on either side, and also for a name restarted
+// while its old process was only cut off, not dead, which the older rule by
+// name counted on both sides. The example that rule failed: L = {a,b,c,d};
+// a and b leave while a partition separates {a,c} from {b,d}, so only c
+// hears of a and only d of b; a new "b" comes up beside c and a new "a"
+// beside d. By name c counted {c,b} (2 of 4; 1 left on purpose) and d {d,a}:
+// both committed. Now c counts {c}, 1 of the 3 that did not leave, and d
+// likewise: both wait until the partition heals and each hears of both
+// departures (then 2 of the 2 that did not leave).
 //
-// Two or more returned names are not covered. L = {a,b,c,d}; a and b leave
-// while a partition separates {a,c} from {b,d}, so only c hears of a and
-// only d of b; a new "b" comes up beside c and a new "a" beside d; c counts
-// {c,b} (2 of 4; 1 left on purpose) and d counts {d,a} likewise. Telling a
-// new process from the old one needs a process identity in Meta and Peer;
-// names alone cannot give it.
-func lastQuorum(peers []Peer, last *World, departed map[string]bool) quorum {
+// What it costs. A process that crashed and was restarted under its name
+// (no Leave) is, to its peers, a failed member plus a joiner: its old
+// incarnation is neither counted nor discounted. So a world of 2 whose other
+// node crashed and came back waits (1 of 2), and so does a world of 3 with
+// one node crashed-and-restarted and one dead (1 of 3); the rule by name
+// went on in both. That is the conservative choice: nothing the survivors
+// see tells a crashed predecessor from one that is only cut off (a requeue
+// may start the new process while the old one still runs behind a
+// partition), and counting the new process in the old one's place counts
+// that member on both sides: L = {a,b,c}, {a, new c} against {b, old c}, 2
+// of 3 each. The ways on are the operator's: AllowMinority
+// (--allow-minority), or stopping a node gracefully (Leave) before it is
+// restarted, which discounts the old incarnation.
+//
+// Worlds without incarnations. A last world's peer with Inc 0 was committed
+// by older code, or proposed by an older leader, which does not copy
+// Meta.Inc. It is matched by name, as before (sameProcess, leftOnPurpose):
+// any member of that name counts for it, any departure of that name
+// discounts it. Refusing to count such peers would leave the upgraded nodes
+// of a job in a rolling upgrade waiting for ever. The price is the older
+// guarantee for those peers only. A name whose old process is dead counts
+// its new process as if it were the old one, on one side only: harmless. A
+// name whose old process left, counted through its new process on one side
+// and discounted on the other, is safe once (m nodes did not leave: one
+// side needs ⌊m/2⌋+1 of them, the other ⌊(m+1)/2⌋+1 of them and the new
+// process, m+2 of m+1), not twice (the example above). A name whose old
+// process is only cut off counts on both sides: not even once. Every world
+// committed once all nodes run this code has incarnations throughout.
+func lastQuorum(peers []Peer, last *World, departed map[Departure]bool) quorum {
 	if last == nil || len(last.Peers) == 0 {
 		return quorum{none: true}
 	}
 	q := quorum{of: len(last.Peers)}
 	for _, lp := range last.Peers {
 		switch {
-		case departed[lp.ID]:
+		case leftOnPurpose(lp, departed):
 			q.left++
-		case slices.ContainsFunc(peers, func(p Peer) bool { return p.ID == lp.ID }):
+		case slices.ContainsFunc(peers, func(p Peer) bool { return sameProcess(lp, p.ID, p.Inc) }):
 			q.have++
+		case slices.ContainsFunc(peers, func(p Peer) bool { return p.ID == lp.ID }):
+			q.renewed++
 		}
 	}
 	return q
@@ -487,13 +579,19 @@ func lastQuorum(peers []Peer, last *World, departed map[string]bool) quorum {
 
 func (q quorum) ok() bool { return q.none || 2*q.have > q.of-q.left }
 
-// String is the reason's "k of n", with the departures when there are any:
-// "1 of 3; 1 left on purpose" needs 2 of the 2 that did not leave.
+// String is the reason's "k of n", with the departures and the names back
+// as new processes when there are any: "1 of 3; 1 left on purpose" needs 2
+// of the 2 that did not leave; "1 of 2; 1 restarted as a new process" says
+// why a node that is back does not help.
 func (q quorum) String() string {
-	if q.left == 0 {
-		return fmt.Sprintf("%d of %d", q.have, q.of)
+	s := fmt.Sprintf("%d of %d", q.have, q.of)
+	if q.left > 0 {
+		s += fmt.Sprintf("; %d left on purpose", q.left)
 	}
-	return fmt.Sprintf("%d of %d; %d left on purpose", q.have, q.of, q.left)
+	if q.renewed > 0 {
+		s += fmt.Sprintf("; %d restarted as a new process", q.renewed)
+	}
+	return s
 }
 
 // ShortHash shortens a job hash for logs: "abcdef01…".
