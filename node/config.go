@@ -26,6 +26,16 @@ type Config struct {
 	// Two processes with one name would fight over one memberlist entry, so
 	// the default adds the pid and a random suffix to the hostname.
 	Name string
+	// Incarnation names this process of Name (Meta.Inc): a member counts
+	// for the last world's majority only as the same incarnation. 0 (the
+	// default) picks a new random one: a restart under the same name is
+	// then a new member. A caller that can prove it succeeds a process of
+	// Name that died (cmd/peertune: an identity file in the node's output
+	// directory, held under an exclusive lock for the life of the process,
+	// so that a live predecessor cannot be succeeded) passes the dead
+	// process's incarnation, so that its restart counts as that member.
+	// A process that left on purpose (Leave) must not be succeeded this way.
+	Incarnation uint64
 
 	// BindAddr/BindPort is where gossip listens (TCP and UDP, same port).
 	// BindPort 0 takes a free port from the kernel (tests); it is then also

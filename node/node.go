@@ -152,7 +152,10 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Node, error) {
 		Budget:   cfg.Budget,
 		JobHash:  cfg.JobHash,
 		State:    StateJoining,
-		Inc:      newIncarnation(),
+		Inc:      cfg.Incarnation,
+	}
+	if n.meta.Inc == 0 {
+		n.meta.Inc = newIncarnation()
 	}
 	if cfg.Observer {
 		n.meta.State = StateObserver

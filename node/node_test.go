@@ -650,3 +650,40 @@ func TestCrashRestartUnderSameNameWaits(t *testing.T) {
 		t.Fatalf("world %+v: want the new n2 (incarnation %x), an epoch after %d", w, n2.Meta().Inc, last.Epoch)
 	}
 }
+
+// TestCrashRestartSucceedingIncarnation: a process restarted under the
+// same name that proves it succeeds its crashed predecessor passes the
+// predecessor's incarnation (Config.Incarnation; cmd/peertune does it with
+// a locked identity file) and counts as that member: a 2-node world goes
+// on, without the operator's override.
+func TestCrashRestartSucceedingIncarnation(t *testing.T) {
+	ns := cluster(t, "n1", "n2")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	opts := testOpts()
+	opts.MinNodes = 2
+	first := rendezvousAll(ctx, opts, ns...)
+	checkOneWorld(t, first, "n1", "n2")
+	last := first["n1"].w
+	old := ns[1].Meta().Inc
+	setTraining(t, ns...)
+
+	_, port, err := net.SplitHostPort(ns[1].Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns[1].Shutdown() // a crash: no Leave
+	n2 := mustStart(t, "n2", []string{ns[0].Addr()}, func(c *Config) {
+		c.BindPort, _ = strconv.Atoi(port)
+		c.Incarnation = old
+	})
+	if n2.Meta().Inc != old {
+		t.Fatalf("Config.Incarnation %x not used: the new n2 has %x", old, n2.Meta().Inc)
+	}
+	opts.MinNodes = 1
+	again := collect(t, rendezvousFrom(ctx, &last, opts, ns[0], n2), 2, 20*time.Second)
+	checkOneWorld(t, again, "n1", "n2")
+	if w := again["n1"].w; w.Peers[1].Inc != old || w.Epoch <= last.Epoch {
+		t.Fatalf("world %+v: want n2 with its predecessor's incarnation %x, an epoch after %d", w, old, last.Epoch)
+	}
+}

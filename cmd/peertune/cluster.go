@@ -148,14 +148,27 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 	if co.rendezvousTimeout > 0 {
 		ncfg.RendezvousTimeout = co.rendezvousTimeout
 	}
+	var id *identity
+	if co.nodeName != "" {
+		// A stable name: a restart after a crash may take over this
+		// process's incarnation (identity.go).
+		if id, err = claimIdentity(cfg.Out, co.nodeName); err != nil {
+			ln.Close()
+			return err
+		}
+		ncfg.Incarnation = id.inc
+	}
 	n, err := node.Start(ctx, ncfg, log.Named("node"))
 	if err != nil {
+		id.release(false)
 		ln.Close()
 		return err
 	}
 	defer func() {
 		// Leave gracefully so that peers see it at once instead of waiting
 		// for failure detection (SIGTERM, Ctrl-C, or the end of the job).
+		// The identity goes first: a node that left is never taken over.
+		id.release(true)
 		if err := n.Leave(2 * time.Second); err != nil {
 			log.Debug("leave", zap.Error(err))
 		}
