@@ -214,8 +214,49 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Node, error) {
 			n.Shutdown()
 			return nil, err
 		}
+		if len(cfg.Seeds) > 1 {
+			go n.seedLoop(cfg.Seeds)
+		}
 	}
 	return n, nil
+}
+
+// seedRetryFor bounds how long seedLoop keeps dialling seeds that did not
+// answer at start: longer than a rendezvous waits by default (5 minutes),
+// so that every world a slow seed could miss has formed by then.
+const seedRetryFor = 10 * time.Minute
+
+// seedLoop dials, one by one, every seed until each has answered once.
+// Join returns as soon as one seed answers, and processes start in any
+// order: a seed that was not listening yet (the first node of a job, slow
+// to load its model) would otherwise stay on its own, a second cluster,
+// and after the rendezvous timeout both would form a world and train the
+// same job twice. Dialling a seed that is already a member costs one state
+// exchange.
+func (n *Node) seedLoop(seeds []string) {
+	pending := slices.Clone(seeds)
+	deadline := time.Now().Add(seedRetryFor)
+	wait := time.Second
+	for len(pending) > 0 && time.Now().Before(deadline) {
+		select {
+		case <-n.done:
+			return
+		case <-time.After(wait):
+		}
+		if n.left.Load() {
+			return
+		}
+		var still []string
+		for _, s := range pending {
+			if joined, err := n.ml.Join([]string{s}); err == nil && joined > 0 {
+				n.log.Debug("seed answered", zap.String("seed", s))
+				continue
+			}
+			still = append(still, s)
+		}
+		pending = still
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 // ID returns this node's unique name.

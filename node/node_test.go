@@ -687,3 +687,27 @@ func TestCrashRestartSucceedingIncarnation(t *testing.T) {
 		t.Fatalf("world %+v: want n2 with its predecessor's incarnation %x, an epoch after %d", w, old, last.Epoch)
 	}
 }
+
+// TestLateSeedIsDialledAgain: a job's first node (the seed, no seeds of its
+// own) starts after the others tried to join it. They found each other
+// through another seed; the seed that was not listening yet is dialled
+// again until it answers, so the two groups become one cluster instead of
+// two that would each form a world and train the same job.
+func TestLateSeedIsDialledAgain(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	late := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	b := mustStart(t, "b1", nil, nil)
+	c := mustStart(t, "c1", []string{late, b.Addr()}, nil) // the late seed is not up: joins b only
+	if len(c.Members()) != 2 {
+		t.Fatalf("c sees %d members, want b and itself", len(c.Members()))
+	}
+	a := mustStart(t, "a1", nil, func(cfg *Config) { cfg.BindPort = port })
+	waitFor(t, 15*time.Second, "the late seed and the others in one cluster", func() bool {
+		return len(a.Members()) == 3 && len(b.Members()) == 3 && len(c.Members()) == 3
+	})
+}
