@@ -102,6 +102,10 @@ type Meta struct {
 	// majority of a last world is made of (see lastQuorum). 0 means
 	// unknown: metadata of older code, which has no incarnation.
 	Inc uint64 `msgpack:"inc,omitempty"`
+	// Done says this node completed the job (every step): a node still
+	// waiting to join it has nothing left to do and must not start the job
+	// again on its own.
+	Done bool `msgpack:"done,omitempty"`
 }
 
 // Validate checks the field lengths that keep Meta under the size limit.

@@ -39,6 +39,7 @@ func TestMetaWorstCaseFits(t *testing.T) {
 		StepMillis: math.MaxUint32,
 		Epoch:      math.MaxUint64,
 		Inc:        math.MaxUint64,
+		Done:       true,
 	}
 	b, err := m.Encode()
 	if err != nil {

@@ -178,12 +178,16 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 
 	var world atomic.Pointer[node.World]
 	var wantRebuild atomic.Bool
+	// jobDone is set by the watcher when a node of this job says it
+	// completed it (Meta.Done): a node still waiting in rendezvous then stops
+	// instead of starting the job again on its own after the timeout.
+	var jobDone atomic.Pointer[string]
 	// peerGone is set while a world trains: the watcher calls it when a
 	// member of the world fails or leaves (see abortOnPeerLoss).
 	var peerGone atomic.Pointer[func(error)]
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	go watchMembership(watchCtx, n, ncfg.JobHash, &world, &wantRebuild, &peerGone, log)
+	go watchMembership(watchCtx, n, ncfg.JobHash, &world, &wantRebuild, &peerGone, &jobDone, log)
 
 	var last *node.World
 	var failedAt time.Time
@@ -229,9 +233,14 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 			// rebuild vote.
 			opts.WorldSize = 0
 		}
-		w, err := node.Rendezvous(ctx, n, last, opts)
+		w, err := rendezvousUnlessDone(ctx, n, last, opts, &jobDone)
 		if err != nil {
 			ln.Close()
+			if by := jobDone.Load(); by != nil && ctx.Err() == nil {
+				log.Info("the job was completed by the other nodes (node "+*by+" finished every step) while this node waited to join it; nothing left to do",
+					zap.String("by", *by))
+				return nil
+			}
 			return fmt.Errorf("rendezvous: %w", err)
 		}
 		world.Store(&w)
@@ -277,6 +286,13 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 			_, err = sess.Finish(ctx)
 			glue.retire(wc, w, nil, true)
 			comm.Close()
+			if err == nil {
+				// Say so before leaving, so that a node still waiting to
+				// join does not start the job again alone (see jobDone);
+				// a couple of gossip rounds carry it.
+				_ = n.UpdateMeta(func(m *node.Meta) { m.Done = true })
+				time.Sleep(3 * ncfg.GossipInterval)
+			}
 			return err
 		}
 		// Every world gets a new ring (its connections carry the epoch);
@@ -356,6 +372,31 @@ func makeWorldComm(ctx context.Context, glue *commGlue, rc *ring.Comm, w node.Wo
 	return nil, err
 }
 
+// rendezvousUnlessDone is node.Rendezvous, ended early when the watcher
+// learns that the job is complete (jobDone set before or during the wait).
+func rendezvousUnlessDone(ctx context.Context, n *node.Node, last *node.World, opts node.RendezvousOptions, jobDone *atomic.Pointer[string]) (node.World, error) {
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if jobDone.Load() != nil {
+				cancel()
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return node.Rendezvous(rctx, n, last, opts)
+}
+
 // abortOnPeerLoss returns what to do when the membership layer sees a
 // member of the world fail or leave: a communicator that may not notice by
 // itself (NCCL: a peer that died while the others wait in a kernel) is told,
@@ -376,7 +417,13 @@ func abortOnPeerLoss(c collective.Communicator) func(error) {
 // (peerGone), and names stragglers: nodes whose last completed step lags
 // the others.
 func watchMembership(ctx context.Context, n *node.Node, jobHash string, world *atomic.Pointer[node.World], want *atomic.Bool,
-	peerGone *atomic.Pointer[func(error)], log *zap.Logger) {
+	peerGone *atomic.Pointer[func(error)], jobDone *atomic.Pointer[string], log *zap.Logger) {
+	for _, m := range n.Members() {
+		if m.ID != n.ID() && m.Meta.Done && m.Meta.JobHash == jobHash {
+			id := m.ID
+			jobDone.CompareAndSwap(nil, &id)
+		}
+	}
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	warned := map[string]time.Time{}
@@ -401,6 +448,10 @@ func watchMembership(ctx context.Context, n *node.Node, jobHash string, world *a
 				return
 			}
 			m := ev.Member
+			if m.ID != n.ID() && m.Meta.Done && m.Meta.JobHash == jobHash {
+				id := m.ID
+				jobDone.CompareAndSwap(nil, &id)
+			}
 			if (ev.Kind == node.EventLeave || !m.Alive) && m.ID != n.ID() && world.Load() != nil && inWorld(m.ID) {
 				if f := peerGone.Load(); f != nil {
 					log.Warn("a member of the world failed or left: aborting its collective", zap.String("node", m.ID))

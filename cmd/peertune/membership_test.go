@@ -58,7 +58,8 @@ func TestWatchMembershipAbortsOnPeerLoss(t *testing.T) {
 	peerGone.Store(&f)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go watchMembership(ctx, a, node.HashJobConfig([]byte("membership test job")), &world, &want, &peerGone, zap.NewNop())
+	var jobDone atomic.Pointer[string]
+	go watchMembership(ctx, a, node.HashJobConfig([]byte("membership test job")), &world, &want, &peerGone, &jobDone, zap.NewNop())
 
 	// node-c is not in the world: its leaving aborts nothing.
 	if err := c.Leave(time.Second); err != nil {
@@ -128,5 +129,64 @@ func TestJobHashIncludesPrecision(t *testing.T) {
 	}
 	if jobHash(cfg, src, kernels.F32) != jobHash(cfg, src, kernels.F32) {
 		t.Error("the job hash is not a function of its inputs")
+	}
+}
+
+// TestWaitingNodeStopsWhenJobDone: a node waiting in rendezvous (here for a
+// world of 3 that will never form) learns from gossip that another node of
+// its job completed it (Meta.Done) and stops waiting, instead of starting
+// the job again alone when the rendezvous timeout passes.
+func TestWaitingNodeStopsWhenJobDone(t *testing.T) {
+	start := func(name string, seeds []string) *node.Node {
+		cfg := node.DefaultConfig()
+		cfg.Name = name
+		cfg.BindAddr, cfg.BindPort = "127.0.0.1", 0
+		cfg.Seeds = seeds
+		cfg.SecretKey = node.DeriveKey([]byte("done test"))
+		cfg.JobHash = node.HashJobConfig([]byte("done test job"))
+		cfg.Endpoint = "127.0.0.1:1"
+		cfg.JoinTimeout = 5 * time.Second
+		n, err := node.Start(context.Background(), cfg, nil)
+		if err != nil {
+			t.Fatalf("start %s: %v", name, err)
+		}
+		t.Cleanup(func() { n.Shutdown() })
+		return n
+	}
+	a := start("node-a", nil)
+	b := start("node-b", []string{a.Addr()})
+	var world atomic.Pointer[node.World]
+	var want atomic.Bool
+	var peerGone atomic.Pointer[func(error)]
+	var jobDone atomic.Pointer[string]
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go watchMembership(ctx, a, node.HashJobConfig([]byte("done test job")), &world, &want, &peerGone, &jobDone, zap.NewNop())
+
+	opts := node.DefaultRendezvousOptions()
+	opts.WorldSize, opts.Timeout = 3, time.Hour
+	got := make(chan error, 1)
+	go func() {
+		_, err := rendezvousUnlessDone(ctx, a, nil, opts, &jobDone)
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("rendezvous ended before anyone finished: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if err := b.UpdateMeta(func(m *node.Meta) { m.State, m.Done = node.StateTraining, true }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err == nil {
+			t.Fatal("rendezvous committed a world")
+		}
+		if by := jobDone.Load(); by == nil || *by != "node-b" {
+			t.Errorf("jobDone = %v, want node-b", by)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a waiting node did not stop when the job was done")
 	}
 }
