@@ -7,6 +7,12 @@
 // parameters, gradients, AdamW's two moments — with named views per tensor
 // (see Layout), so the trainer all-reduces one buffer per step.
 //
+// Options.Precision BF16 (GPUs) keeps the activations for the backward pass
+// and the frozen base weights in bfloat16 and has the GEMMs read a bf16
+// working copy of the trainable parameters, refreshed from their float32
+// master copy (Params) at the start of every forward pass; gradients, the
+// AdamW moments and the master copy stay float32.
+//
 // One optimizer step, in outline:
 //
 //	m, _ := model.New(be, cfg, model.Options{Method: model.MethodLoRA, LoRA: lc})
