@@ -711,3 +711,54 @@ func TestLateSeedIsDialledAgain(t *testing.T) {
 		return len(a.Members()) == 3 && len(b.Members()) == 3 && len(c.Members()) == 3
 	})
 }
+
+// TestBeforeVote: every member records the world it votes for (the leader
+// its proposal, the others their ack) before the vote goes out, and a
+// member that cannot record it withholds its vote: no world commits.
+func TestBeforeVote(t *testing.T) {
+	ns := cluster(t, "n1", "n2", "n3")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	votes := map[string][]uint64{}
+	run := func(ctx context.Context, fail string) map[string]result {
+		out := map[string]result{}
+		var wg sync.WaitGroup
+		for _, n := range ns {
+			o := testOpts()
+			o.MinNodes = 3
+			id := n.ID()
+			o.BeforeVote = func(w World) error {
+				if id == fail {
+					return errors.New("disk full")
+				}
+				mu.Lock()
+				votes[id] = append(votes[id], w.Epoch)
+				mu.Unlock()
+				return nil
+			}
+			wg.Go(func() {
+				w, err := Rendezvous(ctx, n.Node, nil, o)
+				mu.Lock()
+				out[id] = result{id, w, err}
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		return out
+	}
+	short, cancel2 := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel2()
+	if res := run(short, "n2"); res["n1"].err == nil {
+		t.Fatalf("a world committed although n2 could not record its vote: %+v", res["n1"].w)
+	}
+	votes = map[string][]uint64{}
+	res := run(ctx, "")
+	checkOneWorld(t, res, "n1", "n2", "n3")
+	epoch := res["n1"].w.Epoch
+	for _, n := range ns {
+		if v := votes[n.ID()]; len(v) == 0 || v[len(v)-1] != epoch {
+			t.Errorf("%s recorded votes %v, want the committed epoch %d last", n.ID(), v, epoch)
+		}
+	}
+}

@@ -450,6 +450,13 @@ func (r *rendezvous) step(now time.Time) (World, bool, error) {
 
 	r.maxEpoch = max(r.maxEpoch+1, w.Epoch)
 	msg := proposeMsg{Epoch: r.maxEpoch, LeaderID: r.self, JobHash: d.JobHash, Peers: w.Peers}
+	if f := r.opts.BeforeVote; f != nil {
+		if err := f(World{Epoch: msg.Epoch, Size: len(msg.Peers), Peers: msg.Peers}); err != nil {
+			r.log.Warn("not proposing: could not record our vote", zap.Uint64("epoch", msg.Epoch), zap.Error(err))
+			r.notBefore = now.Add(r.opts.Settle)
+			return World{}, false, nil
+		}
+	}
 	p := &pendingProposal{msg: msg, key: key, acks: map[string]bool{r.self: true}, deadline: now.Add(r.opts.AckTimeout)}
 	r.pending = p
 	r.log.Info("proposing world", zap.Uint64("epoch", msg.Epoch), zap.Int("size", len(msg.Peers)))
@@ -633,6 +640,12 @@ func (r *rendezvous) onPropose(p *proposeMsg, now time.Time) {
 		r.log.Info("declining proposal", zap.Uint64("epoch", p.Epoch), zap.String("leader", p.LeaderID), zap.String("reason", reason))
 		r.n.sendAsync(p.LeaderID, kindNack, &nackMsg{Epoch: p.Epoch, ID: r.self, Reason: reason})
 		return
+	}
+	if f := r.opts.BeforeVote; f != nil {
+		if err := f(World{Epoch: p.Epoch, Size: len(p.Peers), Peers: p.Peers}); err != nil {
+			r.log.Warn("not acking: could not record our vote", zap.Uint64("epoch", p.Epoch), zap.Error(err))
+			return
+		}
 	}
 	r.acked, r.ackedAt = p, now
 	r.n.sendAsync(p.LeaderID, kindAck, &ackMsg{Epoch: p.Epoch, ID: r.self})

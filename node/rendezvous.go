@@ -135,6 +135,16 @@ type RendezvousOptions struct {
 	// the goroutine that called Rendezvous, only on the leader; like the
 	// timings, only Rendezvous reads it. nil: no token.
 	CommitToken func(World) ([]byte, error)
+
+	// BeforeVote, when set, is called with a proposed world before this
+	// node commits itself to it: before a member sends its Ack and before
+	// the leader sends its Propose (its own vote). A process that persists
+	// it (cmd/peertune's identity file) lets a successor that takes over
+	// its incarnation after a crash know what it voted for: counted as the
+	// same member, the successor must not vote differently (Raft's
+	// persisted vote). An error withholds the vote (logged). It runs on the
+	// goroutine that called Rendezvous. nil: nothing to persist.
+	BeforeVote func(World) error
 }
 
 // DefaultRendezvousOptions: one node is enough, no target size, and protocol
@@ -244,8 +254,9 @@ func Propose(view View, last *World, opts RendezvousOptions) (World, Decision) {
 	var cands []Member
 	for _, m := range members {
 		// A member that said it leaves but whose Leaving metadata has not
-		// reached us yet still shows its old state: the notice decides.
-		if m.Alive && (m.Meta.State == StateReady || m.Meta.State == StateTraining) && !departed[departureOf(m)] {
+		// reached us yet still shows its old state: the notice decides. A
+		// member that completed the job (Done) trains no new world.
+		if m.Alive && (m.Meta.State == StateReady || m.Meta.State == StateTraining) && !departed[departureOf(m)] && !m.Meta.Done {
 			cands = append(cands, m)
 		}
 	}

@@ -182,6 +182,9 @@ func (c *Config) Validate() error {
 func (c Config) Canonical() Config {
 	c.Out, c.Resume, c.CheckpointEvery, c.Keep = "", false, 0, 0
 	c.EvalExamples, c.CheckEvery, c.MicroBatch, c.Recompute = 0, 0, 0, false
+	// What --precision resolves to is what matters (cmd adds it to the job
+	// hash): auto and bf16 on a bf16 GPU compute the same thing.
+	c.Precision = ""
 	return c
 }
 

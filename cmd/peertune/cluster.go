@@ -190,6 +190,12 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 	go watchMembership(watchCtx, n, ncfg.JobHash, &world, &wantRebuild, &peerGone, &jobDone, log)
 
 	var last *node.World
+	if id != nil && id.last != nil {
+		// We took over a crashed predecessor's identity: start from the
+		// world it had committed to, as it would have.
+		last = id.last
+		log.Info("took over the identity of this node's crashed predecessor", zap.Uint64("last_epoch", last.Epoch), zap.Int("last_size", last.Size))
+	}
 	var failedAt time.Time
 	var failedStep int
 	printed := false
@@ -198,6 +204,9 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 		OnStep: func(st trainer.StepStats) {
 			_ = n.UpdateMeta(func(m *node.Meta) {
 				m.Step, m.StepMillis = uint64(st.Step), uint32(st.Elapsed.Milliseconds())
+				// The last step: say so while the final evaluation runs, so
+				// that the news has spread well before we leave.
+				m.Done = m.Done || (st.Total > 0 && st.Step >= st.Total)
 			})
 			if !failedAt.IsZero() {
 				d := time.Since(failedAt)
@@ -222,6 +231,9 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 			}
 		}
 		opts := ncfg.RendezvousOptions()
+		if id != nil {
+			opts.BeforeVote = id.vote // a successor must know what we voted for
+		}
 		if glue.nccl {
 			// As leader, hand every member the NCCL id in the commit.
 			opts.CommitToken = glue.commitToken
@@ -244,6 +256,13 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 			return fmt.Errorf("rendezvous: %w", err)
 		}
 		world.Store(&w)
+		if id != nil {
+			if err := id.committed(w); err != nil {
+				// A successor then sees a vote newer than the last commit
+				// and does not take this identity over: safe.
+				log.Warn("could not record the committed world in the identity file", zap.Error(err))
+			}
+		}
 		peers := make([]string, w.Size)
 		for i, p := range w.Peers {
 			peers[i] = p.Endpoint
