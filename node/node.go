@@ -222,8 +222,9 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Node, error) {
 }
 
 // seedRetryFor bounds how long seedLoop keeps dialling seeds that did not
-// answer at start: longer than a rendezvous waits by default (5 minutes),
-// so that every world a slow seed could miss has formed by then.
+// answer at start: longer than a rendezvous waits by default (5 minutes);
+// a longer RendezvousTimeout extends it, so that every world a slow seed
+// could miss has formed by then.
 const seedRetryFor = 10 * time.Minute
 
 // seedLoop dials, one by one, every seed until each has answered once.
@@ -235,7 +236,15 @@ const seedRetryFor = 10 * time.Minute
 // exchange.
 func (n *Node) seedLoop(seeds []string) {
 	pending := slices.Clone(seeds)
-	deadline := time.Now().Add(seedRetryFor)
+	deadline := time.Now().Add(max(seedRetryFor, n.cfg.RendezvousTimeout+time.Minute))
+	stopped := func() bool {
+		select {
+		case <-n.done:
+			return true
+		default:
+			return n.left.Load()
+		}
+	}
 	wait := time.Second
 	for len(pending) > 0 && time.Now().Before(deadline) {
 		select {
@@ -248,11 +257,20 @@ func (n *Node) seedLoop(seeds []string) {
 		}
 		var still []string
 		for _, s := range pending {
-			if joined, err := n.ml.Join([]string{s}); err == nil && joined > 0 {
-				n.log.Debug("seed answered", zap.String("seed", s))
-				continue
+			if stopped() {
+				return // a dial takes up to TCPTimeout: check before each
 			}
-			still = append(still, s)
+			joined, err := n.ml.Join([]string{s})
+			switch {
+			case err == nil && joined > 0:
+				n.log.Debug("seed answered", zap.String("seed", s))
+			case err != nil && isKeyError(err):
+				// Another job's node holds the address: it can never be
+				// ours, and every try makes it log a rejected key.
+				n.log.Info("a seed answers with another gossip key; no longer dialling it", zap.String("seed", s))
+			default:
+				still = append(still, s)
+			}
 		}
 		pending = still
 		wait = min(2*wait, 5*time.Second)
