@@ -584,28 +584,11 @@ func TestTwoGracefulLeaversOfFour(t *testing.T) {
 // name went on here; see lastQuorum ("What it costs") for why this is the
 // conservative choice. The operator's override (AllowMinority) recovers.
 func TestCrashRestartUnderSameNameWaits(t *testing.T) {
-	ns := cluster(t, "n1", "n2")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	n1, n2, last, old := twoNodeWorldThenCrash(t, ctx, nil)
+	ns := []*testNode{n1}
 	opts := testOpts()
-	opts.MinNodes = 2
-	first := rendezvousAll(ctx, opts, ns...)
-	checkOneWorld(t, first, "n1", "n2")
-	last := first["n1"].w
-	old := ns[1].Meta().Inc
-	for i, n := range ns {
-		if last.Peers[i].Inc != n.Meta().Inc || n.Meta().Inc == 0 {
-			t.Fatalf("world peer %+v, process %s has incarnation %x", last.Peers[i], n.ID(), n.Meta().Inc)
-		}
-	}
-	setTraining(t, ns...)
-
-	_, port, err := net.SplitHostPort(ns[1].Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns[1].Shutdown() // a crash: no Leave
-	n2 := mustStart(t, "n2", []string{ns[0].Addr()}, func(c *Config) { c.BindPort, _ = strconv.Atoi(port) })
 	if n2.Meta().Inc == old {
 		t.Fatalf("the new n2 has its predecessor's incarnation %x", old)
 	}
@@ -657,26 +640,11 @@ func TestCrashRestartUnderSameNameWaits(t *testing.T) {
 // a locked identity file) and counts as that member: a 2-node world goes
 // on, without the operator's override.
 func TestCrashRestartSucceedingIncarnation(t *testing.T) {
-	ns := cluster(t, "n1", "n2")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	n1, n2, last, old := twoNodeWorldThenCrash(t, ctx, func(c *Config, oldInc uint64) { c.Incarnation = oldInc })
+	ns := []*testNode{n1}
 	opts := testOpts()
-	opts.MinNodes = 2
-	first := rendezvousAll(ctx, opts, ns...)
-	checkOneWorld(t, first, "n1", "n2")
-	last := first["n1"].w
-	old := ns[1].Meta().Inc
-	setTraining(t, ns...)
-
-	_, port, err := net.SplitHostPort(ns[1].Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns[1].Shutdown() // a crash: no Leave
-	n2 := mustStart(t, "n2", []string{ns[0].Addr()}, func(c *Config) {
-		c.BindPort, _ = strconv.Atoi(port)
-		c.Incarnation = old
-	})
 	if n2.Meta().Inc != old {
 		t.Fatalf("Config.Incarnation %x not used: the new n2 has %x", old, n2.Meta().Inc)
 	}
@@ -761,4 +729,37 @@ func TestBeforeVote(t *testing.T) {
 			t.Errorf("%s recorded votes %v, want the committed epoch %d last", n.ID(), v, epoch)
 		}
 	}
+}
+
+// twoNodeWorldThenCrash commits a world of n1 and n2, marks them training,
+// then shuts n2 down without Leave (a crash) and starts a new n2 on the
+// same port, with mut applied to its config. It returns n1, the new n2,
+// the committed world and the crashed n2's incarnation.
+func twoNodeWorldThenCrash(t *testing.T, ctx context.Context, mut func(c *Config, oldInc uint64)) (n1, n2 *testNode, last World, oldInc uint64) {
+	t.Helper()
+	ns := cluster(t, "n1", "n2")
+	opts := testOpts()
+	opts.MinNodes = 2
+	first := rendezvousAll(ctx, opts, ns...)
+	checkOneWorld(t, first, "n1", "n2")
+	last = first["n1"].w
+	oldInc = ns[1].Meta().Inc
+	for i, n := range ns {
+		if last.Peers[i].Inc != n.Meta().Inc || n.Meta().Inc == 0 {
+			t.Fatalf("world peer %+v, process %s has incarnation %x", last.Peers[i], n.ID(), n.Meta().Inc)
+		}
+	}
+	setTraining(t, ns...)
+	_, port, err := net.SplitHostPort(ns[1].Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns[1].Shutdown() // a crash: no Leave
+	n2 = mustStart(t, "n2", []string{ns[0].Addr()}, func(c *Config) {
+		c.BindPort, _ = strconv.Atoi(port)
+		if mut != nil {
+			mut(c, oldInc)
+		}
+	})
+	return ns[0], n2, last, oldInc
 }

@@ -21,23 +21,7 @@ import (
 // collective in flight fail with ErrPeerLost at once), naming the node;
 // a member outside the world, or no world training, calls nothing.
 func TestWatchMembershipAbortsOnPeerLoss(t *testing.T) {
-	start := func(name string, seeds []string) *node.Node {
-		cfg := node.DefaultConfig()
-		cfg.Name = name
-		cfg.BindAddr, cfg.BindPort = "127.0.0.1", 0
-		cfg.Seeds = seeds
-		cfg.SecretKey = node.DeriveKey([]byte("membership test"))
-		cfg.JobHash = node.HashJobConfig([]byte("membership test job"))
-		cfg.Endpoint = "127.0.0.1:1"
-		cfg.Device = "cpu"
-		cfg.JoinTimeout = 5 * time.Second
-		n, err := node.Start(context.Background(), cfg, nil)
-		if err != nil {
-			t.Fatalf("start %s: %v", name, err)
-		}
-		t.Cleanup(func() { n.Shutdown() })
-		return n
-	}
+	start := func(name string, seeds []string) *node.Node { return startJobNode(t, name, seeds, "membership test") }
 	a := start("node-a", nil)
 	b := start("node-b", []string{a.Addr()})
 	c := start("node-c", []string{a.Addr()})
@@ -59,7 +43,7 @@ func TestWatchMembershipAbortsOnPeerLoss(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var jobDone atomic.Pointer[string]
-	go watchMembership(ctx, a, node.HashJobConfig([]byte("membership test job")), &world, &want, &peerGone, &jobDone, zap.NewNop())
+	go watchMembership(ctx, a, node.HashJobConfig([]byte("membership test")), &world, &want, &peerGone, &jobDone, zap.NewNop())
 
 	// node-c is not in the world: its leaving aborts nothing.
 	if err := c.Leave(time.Second); err != nil {
@@ -137,22 +121,7 @@ func TestJobHashIncludesPrecision(t *testing.T) {
 // its job completed it (Meta.Done) and stops waiting, instead of starting
 // the job again alone when the rendezvous timeout passes.
 func TestWaitingNodeStopsWhenJobDone(t *testing.T) {
-	start := func(name string, seeds []string) *node.Node {
-		cfg := node.DefaultConfig()
-		cfg.Name = name
-		cfg.BindAddr, cfg.BindPort = "127.0.0.1", 0
-		cfg.Seeds = seeds
-		cfg.SecretKey = node.DeriveKey([]byte("done test"))
-		cfg.JobHash = node.HashJobConfig([]byte("done test job"))
-		cfg.Endpoint = "127.0.0.1:1"
-		cfg.JoinTimeout = 5 * time.Second
-		n, err := node.Start(context.Background(), cfg, nil)
-		if err != nil {
-			t.Fatalf("start %s: %v", name, err)
-		}
-		t.Cleanup(func() { n.Shutdown() })
-		return n
-	}
+	start := func(name string, seeds []string) *node.Node { return startJobNode(t, name, seeds, "done test") }
 	a := start("node-a", nil)
 	b := start("node-b", []string{a.Addr()})
 	var world atomic.Pointer[node.World]
@@ -161,7 +130,7 @@ func TestWaitingNodeStopsWhenJobDone(t *testing.T) {
 	var jobDone atomic.Pointer[string]
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go watchMembership(ctx, a, node.HashJobConfig([]byte("done test job")), &world, &want, &peerGone, &jobDone, zap.NewNop())
+	go watchMembership(ctx, a, node.HashJobConfig([]byte("done test")), &world, &want, &peerGone, &jobDone, zap.NewNop())
 
 	opts := node.DefaultRendezvousOptions()
 	opts.WorldSize, opts.Timeout = 3, time.Hour
@@ -189,4 +158,25 @@ func TestWaitingNodeStopsWhenJobDone(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a waiting node did not stop when the job was done")
 	}
+}
+
+// startJobNode starts a real gossip node on loopback for job (its secret
+// and job hash), joining seeds; it is shut down when the test ends.
+func startJobNode(t *testing.T, name string, seeds []string, job string) *node.Node {
+	t.Helper()
+	cfg := node.DefaultConfig()
+	cfg.Name = name
+	cfg.BindAddr, cfg.BindPort = "127.0.0.1", 0
+	cfg.Seeds = seeds
+	cfg.SecretKey = node.DeriveKey([]byte(job))
+	cfg.JobHash = node.HashJobConfig([]byte(job))
+	cfg.Endpoint = "127.0.0.1:1"
+	cfg.Device = "cpu"
+	cfg.JoinTimeout = 5 * time.Second
+	n, err := node.Start(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() { n.Shutdown() })
+	return n
 }
