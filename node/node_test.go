@@ -530,21 +530,7 @@ func TestGracefulLeaveSurvivorGoesOn(t *testing.T) {
 		t.Fatalf("departed %v after a new n2 joined, want %v", got, gone)
 	}
 	opts.MinNodes = 2
-	res := map[string]result{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, c := range []struct {
-		n    *testNode
-		last *World
-	}{{ns[0], &w}, {n2, nil}} {
-		wg.Go(func() {
-			got, err := Rendezvous(ctx, c.n.Node, c.last, opts)
-			mu.Lock()
-			res[c.n.ID()] = result{c.n.ID(), got, err}
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
+	res := rendezvousEach(ctx, opts, nodeLast{ns[0], &w}, nodeLast{n2, nil})
 	checkOneWorld(t, res, "n1", "n2")
 	if res["n1"].w.Epoch <= w.Epoch {
 		t.Fatalf("epoch %d not after %d", res["n1"].w.Epoch, w.Epoch)
@@ -601,21 +587,7 @@ func TestCrashRestartUnderSameNameWaits(t *testing.T) {
 	opts.MinNodes = 1
 	short, cancel2 := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel2()
-	res := map[string]result{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, c := range []struct {
-		n    *testNode
-		last *World
-	}{{ns[0], &last}, {n2, nil}} {
-		wg.Go(func() {
-			got, err := Rendezvous(short, c.n.Node, c.last, opts)
-			mu.Lock()
-			res[c.n.ID()] = result{c.n.ID(), got, err}
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
+	res := rendezvousEach(short, opts, nodeLast{ns[0], &last}, nodeLast{n2, nil})
 	if r := res["n1"]; !errors.Is(r.err, context.DeadlineExceeded) || !strings.Contains(r.err.Error(), "no majority of last world (1 of 2; 1 restarted as a new process)") {
 		t.Fatalf("n1 with a restarted n2: world %+v, err %v; want to wait and say why", r.w, r.err)
 	}
@@ -762,4 +734,28 @@ func twoNodeWorldThenCrash(t *testing.T, ctx context.Context, mut func(c *Config
 		}
 	})
 	return ns[0], n2, last, oldInc
+}
+
+// nodeLast is a node and the last world it rendezvouses from.
+type nodeLast struct {
+	n    *testNode
+	last *World
+}
+
+// rendezvousEach runs Rendezvous on every node at once, each from its own
+// last world, and returns each node's result.
+func rendezvousEach(ctx context.Context, opts RendezvousOptions, nodes ...nodeLast) map[string]result {
+	res := map[string]result{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, c := range nodes {
+		wg.Go(func() {
+			got, err := Rendezvous(ctx, c.n.Node, c.last, opts)
+			mu.Lock()
+			res[c.n.ID()] = result{c.n.ID(), got, err}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return res
 }
