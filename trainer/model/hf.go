@@ -27,12 +27,18 @@ func (m *Model) LoadBase(path string) error {
 }
 
 // LoadBaseFile is LoadBase for an already opened (or in-memory) file. It
-// copies tensor by tensor, so the host holds one tensor at a time (as f32)
-// besides the file, not a second copy of the whole model.
+// copies tensor by tensor through one host buffer of the largest tensor, so
+// the host holds that buffer (as f32) besides the file, not a second copy of
+// the whole model, and no per-tensor garbage for the collector to lag behind.
 func (m *Model) LoadBaseFile(f *safetensors.File) error {
+	largest := 0
 	for _, t := range m.BaseLayout.Tensors {
-		v, err := f.Float32(t.Name, t.Shape...)
-		if err != nil {
+		largest = max(largest, t.Size())
+	}
+	host := make([]float32, largest)
+	for _, t := range m.BaseLayout.Tensors {
+		v := host[:t.Size()]
+		if err := f.Float32Into(v, t.Name, t.Shape...); err != nil {
 			return err
 		}
 		if err := m.be.CopyIn(m.Base.Slice(t.Offset, t.Size()), v); err != nil {
@@ -182,11 +188,9 @@ func (m *Model) LoadAdapter(path string) error {
 	defer f.Close()
 	host := make([]float32, m.TrainLayout.Total)
 	for _, t := range m.TrainLayout.Tensors {
-		v, err := f.Float32(t.Name, t.Shape...)
-		if err != nil {
+		if err := f.Float32Into(host[t.Offset:t.Offset+t.Size()], t.Name, t.Shape...); err != nil {
 			return err
 		}
-		copy(host[t.Offset:], v)
 	}
 	return m.be.CopyIn(m.Params, host)
 }

@@ -142,12 +142,34 @@ func (f *File) Float32(name string, shape ...int) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !in.DType.isFloat() {
-		return nil, fmt.Errorf("%s: tensor %q is %s, not a float dtype", f.Path, name, in.DType)
-	}
 	out := make([]float32, in.NumElements())
+	if err := f.float32Into(out, in); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Float32Into is Float32 into dst, whose length must be the tensor's number
+// of elements. Loaders that copy a model tensor by tensor reuse one dst, so
+// reading leaves no garbage the size of a tensor behind each call (garbage
+// that, collected late, shows up as resident memory).
+func (f *File) Float32Into(dst []float32, name string, shape ...int) error {
+	in, err := f.lookup(name, shape)
+	if err != nil {
+		return err
+	}
+	if n := in.NumElements(); len(dst) != n {
+		return fmt.Errorf("%s: tensor %q has %d elements, destination %d", f.Path, name, n, len(dst))
+	}
+	return f.float32Into(dst, in)
+}
+
+func (f *File) float32Into(out []float32, in Info) error {
+	if !in.DType.isFloat() {
+		return fmt.Errorf("%s: tensor %q is %s, not a float dtype", f.Path, in.Name, in.DType)
+	}
 	le := binary.LittleEndian
-	err = f.each(in, func(first int, b []byte) {
+	return f.each(in, func(first int, b []byte) {
 		o := out[first:]
 		switch in.DType {
 		case F32:
@@ -168,10 +190,6 @@ func (f *File) Float32(name string, shape ...int) ([]float32, error) {
 			}
 		}
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // Int64 reads an I64 or I32 tensor (token ids, labels) as int64. When shape

@@ -373,3 +373,35 @@ func TestLargeTensorChunks(t *testing.T) {
 		}
 	}
 }
+
+// Float32Into fills a caller's buffer with what Float32 returns, and refuses
+// a buffer of the wrong length instead of writing past or short of it.
+func TestFloat32Into(t *testing.T) {
+	a := Tensor{Name: "a", Shape: []int{3, 2}, Data: []float32{1, 2, 3, 4, 5, 6}}
+	b := Tensor{Name: "b", Shape: []int{4}, Data: []float32{-1, -2, -3, -4}}
+	var buf bytes.Buffer
+	if err := Encode(&buf, []Tensor{a, b}, BF16, nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Parse("m.safetensors", buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := []float32{9, 9, 9, 9, 9, 9, 9}
+	if err := f.Float32Into(host[:6], "a", 3, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Float32Into(host[:4], "b"); err != nil {
+		t.Fatal(err)
+	}
+	if want := []float32{-1, -2, -3, -4, 5, 6, 9}; !slices.Equal(host, want) {
+		t.Errorf("got %v, want %v", host, want)
+	}
+	err = f.Float32Into(host[:5], "a")
+	if want := `m.safetensors: tensor "a" has 6 elements, destination 5`; err == nil || err.Error() != want {
+		t.Errorf("got %v, want %s", err, want)
+	}
+	if err := f.Float32Into(host[:6], "a", 2, 3); err == nil || !strings.Contains(err.Error(), "want [2 3]") {
+		t.Errorf("got %v", err)
+	}
+}
