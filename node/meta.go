@@ -102,9 +102,10 @@ type Meta struct {
 	// majority of a last world is made of (see lastQuorum). 0 means
 	// unknown: metadata of older code, which has no incarnation.
 	Inc uint64 `msgpack:"inc,omitempty"`
-	// Done says this node completed the job (every step): a node still
-	// waiting to join it has nothing left to do and must not start the job
-	// again on its own.
+	// Done says the job is complete: this node took every step, evaluated,
+	// and every rank of its world confirmed the final outputs written. A
+	// node still waiting to join has nothing left to do and must not start
+	// the job again on its own.
 	Done bool `msgpack:"done,omitempty"`
 }
 

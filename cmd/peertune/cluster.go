@@ -204,9 +204,6 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 		OnStep: func(st trainer.StepStats) {
 			_ = n.UpdateMeta(func(m *node.Meta) {
 				m.Step, m.StepMillis = uint64(st.Step), uint32(st.Elapsed.Milliseconds())
-				// The last step: say so while the final evaluation runs, so
-				// that the news has spread well before we leave.
-				m.Done = m.Done || (st.Total > 0 && st.Step >= st.Total)
 			})
 			if !failedAt.IsZero() {
 				d := time.Since(failedAt)
@@ -300,19 +297,20 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 			peerGone.Store(&f)
 		}
 		err = runWorld(ctx, sess, &w, wc, hooks, stdout, stdoutRank0, &printed)
+		finishing := err == nil
+		if finishing {
+			err = finishWorld(ctx, sess, comm)
+		}
 		peerGone.Store(nil)
-		if err == nil {
-			_, err = sess.Finish(ctx)
+		if finishing && err == nil {
 			glue.retire(wc, w, nil, true)
 			comm.Close()
-			if err == nil {
-				// Say so before leaving, so that a node still waiting to
-				// join does not start the job again alone (see jobDone);
-				// a couple of gossip rounds carry it.
-				_ = n.UpdateMeta(func(m *node.Meta) { m.Done = true })
-				time.Sleep(3 * ncfg.GossipInterval)
-			}
-			return err
+			// Say so before leaving, so that a node still waiting to join
+			// does not start the job again alone (see jobDone); a few
+			// gossip rounds carry it.
+			_ = n.UpdateMeta(func(m *node.Meta) { m.Done = true })
+			time.Sleep(5 * ncfg.GossipInterval)
+			return nil
 		}
 		// Every world gets a new ring (its connections carry the epoch);
 		// an NCCL communicator that lost a peer may live on, shrunk.
@@ -323,7 +321,9 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 			return sess.Stopped(ctx, err)
 		case errors.Is(err, trainer.ErrRebuild):
 			log.Info("a node wants to join: forming a new world at this step boundary", zap.Int("step", sess.Trainer.State().Step))
-		case errors.Is(err, collective.ErrPeerLost) || errors.Is(err, ring.ErrDesync) || errors.Is(err, collective.ErrClosed):
+		case lostPeer(err) && finishing:
+			log.Warn("lost a peer during the final evaluation: forming a new world to finish the job", zap.Error(err))
+		case lostPeer(err):
 			if failedAt.IsZero() {
 				failedAt, failedStep = time.Now(), sess.Trainer.State().Step+1
 			}
@@ -336,6 +336,29 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 			return err
 		}
 	}
+}
+
+// lostPeer reports whether err means the world broke (a member died or left,
+// or the ring fell out of step), after which the survivors form a new one.
+func lostPeer(err error) bool {
+	return errors.Is(err, collective.ErrPeerLost) || errors.Is(err, ring.ErrDesync) || errors.Is(err, collective.ErrClosed)
+}
+
+// finishWorld evaluates the trained model and has the lead write the outputs
+// (Session.Finish), then checks over the ring that every rank got there. Only
+// then is the job complete (Meta.Done): a rank that loses a peer before that
+// point forms a new world with the survivors and finishes again, so a lead
+// that dies before writing is replaced by another (writes are atomic, so a
+// second writer is harmless), and no rank reports the job done while the
+// outputs may be missing.
+func finishWorld(ctx context.Context, sess *trainer.Session, rc *ring.Comm) error {
+	if _, err := sess.Finish(ctx); err != nil {
+		return err
+	}
+	if err := rc.AllReduceFloat32(ctx, []float32{1}, collective.Sum); err != nil {
+		return fmt.Errorf("confirming that every rank finished: %w", err)
+	}
+	return nil
 }
 
 // runWorld trains in one world: agree on the state, evaluate the base model
