@@ -100,13 +100,16 @@ type RendezvousOptions struct {
 	// MinNodes is the fewest nodes a world may have (values < 1 mean 1).
 	MinNodes int
 	// WorldSize > 0: wait for that many nodes; a world never has more (the
-	// rest stand by). After Timeout, start with what is there (>= MinNodes).
+	// rest stand by). After Timeout, start with what is there (>= MinNodes,
+	// and, for the job's first world, a strict majority of WorldSize unless
+	// AllowMinority).
 	WorldSize int
 	// Timeout bounds the wait for WorldSize; 0 waits for ever.
 	Timeout time.Duration
-	// AllowMinority drops the strict-majority-of-the-last-world rule. It is
-	// the operator's explicit override: without it a partition's minority
-	// side waits instead of training (no split brain).
+	// AllowMinority drops the strict-majority rules (of the last world, and
+	// of WorldSize for the job's first world). It is the operator's explicit
+	// override: without it a partition's minority side waits instead of
+	// training (no split brain).
 	AllowMinority bool
 
 	// AckTimeout is how long the leader waits for every peer's Ack before it
@@ -238,6 +241,11 @@ type Decision struct {
 //   - size >= MinNodes; with WorldSize > 0 and before Timeout, size == WorldSize;
 //   - processes that left on purpose (View.Departed, or Leaving metadata)
 //     are never candidates;
+//   - the job's first world (no last world, and no same-job member has
+//     been in one: Meta.Epoch 0 everywhere) with WorldSize > 1 and no
+//     AllowMinority holds a strict majority of WorldSize: two groups that
+//     cannot see each other at start (a partition, a seed that came up
+//     late) cannot both start the job when the wait times out;
 //   - with a last world and no AllowMinority, the new world holds a strict
 //     majority of the last world's processes that did not leave on
 //     purpose, counting only the same processes (ID and incarnation): two
@@ -308,6 +316,10 @@ func Propose(view View, last *World, opts RendezvousOptions) (World, Decision) {
 		d.Reason = fmt.Sprintf("%d of %d nodes (world-size)", size, opts.WorldSize)
 		return World{Rank: -1}, d
 	}
+	if !opts.AllowMinority && last == nil && opts.WorldSize > 1 && 2*size <= opts.WorldSize && !jobStarted(members, ref) {
+		d.Reason = fmt.Sprintf("%d of %d nodes: the job's first world needs a strict majority of world-size (%d; --allow-minority starts anyway)", size, opts.WorldSize, opts.WorldSize/2+1)
+		return World{Rank: -1}, d
+	}
 	peers := make([]Peer, size)
 	for i, m := range sel {
 		peers[i] = Peer{ID: m.ID, Endpoint: m.Meta.Endpoint, Inc: m.Meta.Inc}
@@ -331,6 +343,19 @@ func Propose(view View, last *World, opts RendezvousOptions) (World, Decision) {
 	d.Action = Commit
 	d.Reason = fmt.Sprintf("%d nodes", size)
 	return w, d
+}
+
+// jobStarted reports whether a member of the job (config hash ref) has been
+// in a world: then the job's first world exists (or existed), and whoever
+// joins it is admitted by its members' last-world majority, not by
+// WorldSize's.
+func jobStarted(members []Member, ref string) bool {
+	for _, m := range members {
+		if m.Meta.JobHash == ref && m.Meta.Epoch > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // canonical sorts members by ID and drops every copy of a duplicated ID:

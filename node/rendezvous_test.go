@@ -99,6 +99,14 @@ func TestProposeTable(t *testing.T) {
 			opts: RendezvousOptions{WorldSize: 3, Timeout: time.Minute}, action: Wait, reason: "2 of 3 nodes", leader: "n1", wantRank: -1},
 		{name: "world-size times out", view: View{Self: "n1", Members: ready("n1", "n2"), Elapsed: time.Minute},
 			opts: RendezvousOptions{WorldSize: 3, Timeout: time.Minute}, action: Commit, peers: []string{"n1", "n2"}, epoch: 1, leader: "n1", wantRank: 0},
+		{name: "a first world needs a majority of world-size", view: View{Self: "n1", Members: ready("n1", "n2"), Elapsed: time.Hour},
+			opts: RendezvousOptions{WorldSize: 4, Timeout: time.Minute}, action: Wait,
+			reason: "2 of 4 nodes: the job's first world needs a strict majority of world-size (3; --allow-minority starts anyway)", leader: "n1", wantRank: -1},
+		{name: "a first world of a minority by override", view: View{Self: "n1", Members: ready("n1", "n2"), Elapsed: time.Hour},
+			opts: RendezvousOptions{WorldSize: 4, Timeout: time.Minute, AllowMinority: true}, action: Commit, peers: []string{"n1", "n2"}, epoch: 1, leader: "n1", wantRank: 0},
+		{name: "joining a started job is not a first world",
+			view: View{Self: "n1", Members: []Member{mem("n1", StateReady, hashA), withEpoch(mem("n2", StateTraining, hashA), 5)}, Elapsed: time.Hour},
+			opts: RendezvousOptions{WorldSize: 4, Timeout: time.Minute}, action: Commit, peers: []string{"n1", "n2"}, epoch: 6, leader: "n1", wantRank: 0},
 		{name: "timeout still needs min-nodes", view: View{Self: "n1", Members: ready("n1", "n2"), Elapsed: time.Hour},
 			opts: RendezvousOptions{MinNodes: 3, WorldSize: 4, Timeout: time.Minute}, action: Wait, reason: "2 of 3 nodes (min-nodes)", leader: "n1", wantRank: -1},
 		{name: "world-size caps, last world first", view: View{Self: "n1", Members: ready("n1", "n2", "n3", "n4", "n5")},
@@ -1062,5 +1070,52 @@ func BenchmarkPropose(b *testing.B) {
 	last := world(3, "n00", "n01", "n02")
 	for b.Loop() {
 		Propose(View{Self: "n05", Members: ms}, last, RendezvousOptions{MinNodes: 1})
+	}
+}
+
+// TestProposeNoSplitBrainAtStart: before any world of the job exists, the
+// nodes are cut into two groups that never see each other, and both wait
+// past the timeout. Whatever --world-size and --min-nodes, at most one group
+// starts the job (the one with a strict majority of world-size); with
+// AllowMinority both may, which is why it is the operator's call.
+func TestProposeNoSplitBrainAtStart(t *testing.T) {
+	split := 0
+	for n := 2; n <= 7; n++ {
+		var all []string
+		for i := 0; i < n; i++ {
+			all = append(all, fmt.Sprintf("n%d", i))
+		}
+		for minNodes := 1; minNodes <= n; minNodes++ {
+			for mask := 1; mask < 1<<n-1; mask++ {
+				for _, allow := range []bool{false, true} {
+					opts := RendezvousOptions{MinNodes: minNodes, WorldSize: n, Timeout: time.Minute, AllowMinority: allow}
+					started := 0
+					for _, side := range []bool{true, false} {
+						var ms []Member
+						for i, id := range all {
+							if (mask&(1<<i) != 0) == side {
+								ms = append(ms, mem(id, StateReady, hashA))
+							}
+						}
+						w, d := Propose(View{Self: ms[0].ID, Members: ms, Elapsed: time.Hour}, nil, opts)
+						if d.Action == Commit {
+							started++
+							if !allow && 2*w.Size <= n {
+								t.Fatalf("n=%d min=%d mask=%b: a first world of %d started", n, minNodes, mask, w.Size)
+							}
+						}
+					}
+					switch {
+					case started > 1 && !allow:
+						t.Fatalf("n=%d min=%d mask=%b: both groups started the job", n, minNodes, mask)
+					case started > 1:
+						split++
+					}
+				}
+			}
+		}
+	}
+	if split == 0 {
+		t.Error("AllowMinority never let both groups start: the check above proves nothing")
 	}
 }

@@ -94,6 +94,25 @@ func TestLeadKilledDuringFinalEvaluation(t *testing.T) {
 	if lead < 0 {
 		t.Fatalf("no process logged rank 0\n%s", tailLogs(dir))
 	}
+	// The ledger records a step as its samples are computed; the lead's log
+	// says when the step (its all-reduce included) completed.
+	lastStep := fmt.Sprintf(`"msg":"step","step":%d,`, steps)
+	for {
+		raw, err := os.ReadFile(procs[lead].log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(raw), lastStep) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the lead never logged step %d\n%s", steps, tailLogs(dir))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Into the evaluation (it takes seconds: see the log's "took"), so that
+	// every survivor has surely completed the last step too.
+	time.Sleep(time.Second)
 	procs[lead].cmd.Process.Signal(syscall.SIGKILL)
 	<-procs[lead].done
 
@@ -115,7 +134,7 @@ func TestLeadKilledDuringFinalEvaluation(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !strings.Contains(string(raw), "lost a peer during the final evaluation") {
-			t.Errorf("fin-%d: the kill did not land in the final evaluation (see its log); the test needs a longer one\n%s", i, tailLogs(dir))
+			t.Errorf("fin-%d: the kill did not land in the final evaluation (see its log); the test needs a longer one\n%s", i, raw)
 		}
 		sraw, err := os.ReadFile(filepath.Join(p.out, "summary.json"))
 		if err != nil {

@@ -114,10 +114,10 @@ command line override the file.`,
 	f.StringVar(&co.collectiveBind, "collective-bind", "", "ip:port of the all-reduce ring listener (default: the --bind ip, any port)")
 	f.StringVar(&co.secretFile, "secret-file", "", "file with the job secret that encrypts gossip and authenticates the ring (or set "+node.SecretEnv+")")
 	f.IntVar(&co.minNodes, "min-nodes", 1, "the fewest nodes a world may have")
-	f.IntVar(&co.worldSize, "world-size", 0, "wait for this many nodes (0: start with those ready), up to --rendezvous-timeout")
-	f.DurationVar(&co.rendezvousTimeout, "rendezvous-timeout", 5*time.Minute, "how long to wait for --world-size nodes before starting with what is there")
+	f.IntVar(&co.worldSize, "world-size", 0, "wait for this many nodes (0: start with those ready), up to --rendezvous-timeout; the first world then needs a strict majority of them")
+	f.DurationVar(&co.rendezvousTimeout, "rendezvous-timeout", 5*time.Minute, "how long to wait for --world-size nodes before starting with what is there (at least --min-nodes and a strict majority of --world-size)")
 	f.StringVar(&co.nodeName, "node-name", "", "unique node id (default: hostname-pid-random)")
-	f.BoolVar(&co.allowMinority, "allow-minority", false, "let a world form without a strict majority of the last one (risks split brain under a partition; the operator's call)")
+	f.BoolVar(&co.allowMinority, "allow-minority", false, "let a world form without a strict majority of the last one (or, for the first world, of --world-size); risks split brain under a partition: the operator's call")
 	f.StringVar(&co.ledger, "ledger", "", "directory where each node records the samples it computed per step (for audits and tests)")
 	return cmd
 }
