@@ -490,6 +490,29 @@ func (be *Backend) optBuf(op, arg string, b kernels.Buffer) (*Buffer, error) {
 	return be.buf(op, arg, b)
 }
 
+// optAny is anyBuf for optional arguments: a nil interface or a nil *Buffer
+// gives nil and no error.
+func (be *Backend) optAny(op, arg string, b kernels.Buffer) (*Buffer, error) {
+	if isNilBuffer(b) {
+		return nil, nil
+	}
+	return be.anyBuf(op, arg, b)
+}
+
+// dtMask is the dt argument of a kernel whose "void *" parameters may be
+// float32 or bfloat16 (common.cuh, pt_ld): bit k is set when params[k], the
+// buffer passed as the kernel's parameter k, is bf16. Entries that are not
+// buffers of such parameters are nil.
+func dtMask(params ...*Buffer) int32 {
+	var m int32
+	for k, b := range params {
+		if b != nil && b.a.dt == kernels.BF16 {
+			m |= 1 << k
+		}
+	}
+	return m
+}
+
 // wantLen checks one buffer length against its shape.
 func wantLen(op, arg string, b *Buffer, want int, shape string) error {
 	if b.n != want {

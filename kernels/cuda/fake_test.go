@@ -307,6 +307,42 @@ func (l *fakeLaunch) F(i, n int) []float32 {
 	return l.f.f32s(l.p(i), n)
 }
 
+// fakeVec is a kernel argument that may be float32 or bf16 (common.cuh's
+// pt_ld/pt_st): loads widen, stores round to nearest even.
+type fakeVec struct {
+	f []float32
+	h []uint16
+}
+
+func (v fakeVec) isNil() bool { return v.f == nil && v.h == nil }
+
+func (v fakeVec) at(i int) float32 {
+	if v.h != nil {
+		return f32FromBF16(v.h[i])
+	}
+	return v.f[i]
+}
+
+func (v fakeVec) set(i int, x float32) {
+	if v.h != nil {
+		v.h[i] = bf16FromF32(x)
+	} else {
+		v.f[i] = x
+	}
+}
+
+// V returns n elements at argument i, bf16 when bit i of the launch's dtype
+// mask (argument dtArg) is set; the zero fakeVec for a NULL pointer.
+func (l *fakeLaunch) V(i, n, dtArg int) fakeVec {
+	if l.p(i) == 0 {
+		return fakeVec{}
+	}
+	if l.i(dtArg)>>i&1 == 1 {
+		return fakeVec{h: l.f.u16s(l.p(i), n)}
+	}
+	return fakeVec{f: l.f.f32s(l.p(i), n)}
+}
+
 // threads is the total thread count of a 1-D launch (grid-stride kernels
 // cover [0, n) with it whatever n is, as PT_FOR does).
 func (l *fakeLaunch) threads() int { return int(l.grid[0]) * int(l.block[0]) }
@@ -329,8 +365,8 @@ func init() {
 		// elementwise.cu
 		"pt_add": func(l *fakeLaunch) {
 			n := l.l(3)
-			out, a, b := l.F(0, n), l.F(1, n), l.F(2, n)
-			l.forEach(n, func(i int) { out[i] = a[i] + b[i] })
+			out, a, b := l.V(0, n, 4), l.V(1, n, 4), l.V(2, n, 4)
+			l.forEach(n, func(i int) { out.set(i, a.at(i)+b.at(i)) })
 		},
 		"pt_scale": func(l *fakeLaunch) {
 			n := l.l(2)
@@ -390,46 +426,50 @@ func init() {
 		// rmsnorm.cu
 		"pt_rmsnorm": func(l *fakeLaunch) {
 			rows, dim, eps := l.i(4), l.i(5), l.fl(6)
-			out, rstd, in, w := l.F(0, rows*dim), l.F(1, rows), l.F(2, rows*dim), l.F(3, dim)
+			out, rstd, in, w := l.V(0, rows*dim, 7), l.F(1, rows), l.V(2, rows*dim, 7), l.V(3, dim, 7)
 			l.forEach(rows, func(r int) {
-				x := in[r*dim : (r+1)*dim]
+				// The whole row is read (the reduction) before any of it
+				// is written: out may alias in.
+				x := make([]float32, dim)
 				var ss float32
-				for _, v := range x {
-					ss += v * v
+				for i := range x {
+					x[i] = in.at(r*dim + i)
+					ss += x[i] * x[i]
 				}
 				rs := float32(1 / math.Sqrt(float64(ss)/float64(dim)+float64(eps)))
 				rstd[r] = rs
-				o := out[r*dim : (r+1)*dim]
-				for i := range o {
-					o[i] = x[i] * rs * w[i]
+				for i := range x {
+					out.set(r*dim+i, x[i]*rs*w.at(i))
 				}
 			})
 		},
 		"pt_rmsnorm_backward_dx": func(l *fakeLaunch) {
 			rows, dim := l.i(5), l.i(6)
-			din, dout, in, w, rstd := l.F(0, rows*dim), l.F(1, rows*dim), l.F(2, rows*dim), l.F(3, dim), l.F(4, rows)
+			din, dout, in, w, rstd := l.V(0, rows*dim, 7), l.V(1, rows*dim, 7), l.V(2, rows*dim, 7), l.V(3, dim, 7), l.F(4, rows)
 			l.forEach(rows, func(r int) {
-				g, x := dout[r*dim:(r+1)*dim], in[r*dim:(r+1)*dim]
+				g, x := make([]float32, dim), make([]float32, dim)
 				var dot float32
 				for i := range g {
-					dot += g[i] * w[i] * x[i]
+					g[i], x[i] = dout.at(r*dim+i), in.at(r*dim+i)
+					dot += g[i] * w.at(i) * x[i]
 				}
 				rs := rstd[r]
 				coef := float32(float64(rs) * float64(rs) * float64(rs) * float64(dot) / float64(dim))
-				d := din[r*dim : (r+1)*dim]
-				for i := range d {
-					d[i] += rs*w[i]*g[i] - x[i]*coef
+				for i := range g {
+					d := din.at(r*dim + i)
+					d += rs*w.at(i)*g[i] - x[i]*coef
+					din.set(r*dim+i, d)
 				}
 			})
 		},
 		"pt_rmsnorm_backward_dw": func(l *fakeLaunch) {
 			rows, dim := l.i(4), l.i(5)
-			dw, dout, in, rstd := l.F(0, dim), l.F(1, rows*dim), l.F(2, rows*dim), l.F(3, rows)
+			dw, dout, in, rstd := l.F(0, dim), l.V(1, rows*dim, 6), l.V(2, rows*dim, 6), l.F(3, rows)
 			l.forEach(dim, func(i int) {
 				acc := 0.0
 				for r := 0; r < rows; r++ {
 					e := r*dim + i
-					acc += float64(dout[e]) * float64(in[e]) * float64(rstd[r])
+					acc += float64(dout.at(e)) * float64(in.at(e)) * float64(rstd[r])
 				}
 				dw[i] += float32(acc)
 			})
@@ -440,24 +480,24 @@ func init() {
 		// swiglu.cu
 		"pt_swiglu": func(l *fakeLaunch) {
 			n := l.l(3)
-			out, gate, up := l.F(0, n), l.F(1, n), l.F(2, n)
+			out, gate, up := l.V(0, n, 4), l.V(1, n, 4), l.V(2, n, 4)
 			l.forEach(n, func(i int) {
-				x := gate[i]
-				out[i] = x / (1 + expf(-x)) * up[i]
+				x := gate.at(i)
+				out.set(i, x/(1+expf(-x))*up.at(i))
 			})
 		},
 		"pt_swiglu_backward": func(l *fakeLaunch) {
 			n := l.l(5)
-			dgate, dup, dout, gate, up := l.F(0, n), l.F(1, n), l.F(2, n), l.F(3, n), l.F(4, n)
+			dgate, dup, dout, gate, up := l.V(0, n, 6), l.V(1, n, 6), l.V(2, n, 6), l.V(3, n, 6), l.V(4, n, 6)
 			l.forEach(n, func(i int) {
-				x := gate[i]
+				x := gate.at(i)
 				s := 1 / (1 + expf(-x))
-				g := dout[i]
-				if dgate != nil {
-					dgate[i] += g * up[i] * (s + x*s*(1-s))
+				g := dout.at(i)
+				if !dgate.isNil() {
+					dgate.set(i, dgate.at(i)+g*up.at(i)*(s+x*s*(1-s)))
 				}
-				if dup != nil {
-					dup[i] += g * x * s
+				if !dup.isNil() {
+					dup.set(i, dup.at(i)+g*x*s)
 				}
 			})
 		},
@@ -646,20 +686,21 @@ func fakeRoPE(l *fakeLaunch, backward bool) {
 	rows, heads, headDim := l.i(5), l.i(6), l.i(7)
 	half := headDim / 2
 	n := rows * heads * headDim
-	out, in, pos := l.F(0, n), l.F(1, n), l.f.i32s(l.p(2), rows)
+	out, in, pos := l.V(0, n, 8), l.V(1, n, 8), l.f.i32s(l.p(2), rows)
 	l.forEach(rows*heads*half, func(e int) {
 		rh, j := e/half, e%half
 		r := rh / heads
 		t := int(pos[r])*half + j
 		c, s := l.f.f32s(l.p(3)+uint64(4*t), 1)[0], l.f.f32s(l.p(4)+uint64(4*t), 1)[0]
 		base := rh * headDim
-		a, b := in[base+j], in[base+j+half]
+		a, b := in.at(base+j), in.at(base+j+half)
 		if backward {
-			out[base+j] += a*c + b*s
-			out[base+j+half] += b*c - a*s
+			d0, d1 := out.at(base+j), out.at(base+j+half)
+			out.set(base+j, d0+(a*c+b*s))
+			out.set(base+j+half, d1+(b*c-a*s))
 		} else {
-			out[base+j] = a*c - b*s
-			out[base+j+half] = b*c + a*s
+			out.set(base+j, a*c-b*s)
+			out.set(base+j+half, b*c+a*s)
 		}
 	})
 }

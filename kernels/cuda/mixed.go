@@ -14,12 +14,16 @@ import (
 // of the trainable parameters in float32. The GEMMs, which carry almost all
 // of a step's FLOPs, read bf16 natively on tensor cores (cublasGemmEx with
 // CUDA_R_16BF operands, float32 accumulation; see Matmul), and so does
-// Embedding's gather. Every other op computes in float32: its bf16
-// arguments are staged through float32 scratch (widened exactly before the
-// op, rounded to nearest even after it), so an op's result on bf16 buffers
-// is, bit for bit, its float32 result on the bf16 values, rounded once when
-// stored. Those ops are memory-bound and small next to the GEMMs; the
-// staging costs one extra pass over their bf16 arguments.
+// Embedding's gather. The memory-bound ops of every layer (Add, RMSNorm and
+// its backward, RoPE and its backward, SwiGLU and its backward) read and
+// write bf16 themselves (roleAsIs; their kernels take a dtype mask, see
+// dtMask and pt_ld in common.cuh) and compute in float32. Every other op
+// (attention, cross-entropy, dropout, AdamW, and the float32-only arguments
+// of the ops above) has its bf16 arguments staged through float32 scratch,
+// widened exactly before the op and rounded to nearest even after it. Either
+// way an op's result on bf16 buffers is, bit for bit, its float32 result on
+// the bf16 values, rounded once when stored; staging costs extra passes over
+// memory, so the ops that move the most bytes are the native ones.
 //
 // A bf16 argument may alias another argument only exactly (the same view):
 // the two then share one staged copy, so in-place ops (RoPE, CrossEntropy
@@ -68,8 +72,8 @@ func (be *Backend) mixed(op string, args []mArg, f func(b []kernels.Buffer) erro
 	any16 := false
 	for i, a := range args {
 		bufs[i] = a.buf
-		if a.role != roleAsIs && isBF16(a.buf) {
-			any16 = true
+		if isBF16(a.buf) {
+			any16 = true // staged, or read as bf16 by the op: aliasing is checked below
 		}
 	}
 	if !any16 {
@@ -189,13 +193,15 @@ func (be *Backend) bf16Operand(op string, slot int, x *Buffer) (uint64, error) {
 	return p, nil
 }
 
-// The ops below run in float32 with bf16 arguments staged (see mixed). Their
-// float32 implementations are the lower-case methods of the same name.
+// The ops below run in float32, with their bf16 arguments either read by
+// the kernel itself (roleAsIs) or staged (see mixed). Their implementations
+// are the lower-case methods of the same name.
 
-// Add computes out = a + b (out may alias a or b).
+// Add computes out = a + b (out may alias a or b). Reads and writes bf16
+// natively.
 func (be *Backend) Add(out, a, b kernels.Buffer) error {
-	return be.mixed("Add", []mArg{{"out", out, roleOut}, {"a", a, roleIn}, {"b", b, roleIn}},
-		func(x []kernels.Buffer) error { return be.addF32(x[0], x[1], x[2]) })
+	return be.mixed("Add", []mArg{{"out", out, roleAsIs}, {"a", a, roleAsIs}, {"b", b, roleAsIs}},
+		func(x []kernels.Buffer) error { return be.add(x[0], x[1], x[2]) })
 }
 
 // Scale computes b *= s.
@@ -204,16 +210,17 @@ func (be *Backend) Scale(b kernels.Buffer, s float32) error {
 		func(x []kernels.Buffer) error { return be.scaleF32(x[0], s) })
 }
 
-// SwiGLU computes out = silu(gate) * up.
+// SwiGLU computes out = silu(gate) * up. Reads and writes bf16 natively.
 func (be *Backend) SwiGLU(out, gate, up kernels.Buffer) error {
-	return be.mixed("SwiGLU", []mArg{{"out", out, roleOut}, {"gate", gate, roleIn}, {"up", up, roleIn}},
-		func(x []kernels.Buffer) error { return be.swiGLUF32(x[0], x[1], x[2]) })
+	return be.mixed("SwiGLU", []mArg{{"out", out, roleAsIs}, {"gate", gate, roleAsIs}, {"up", up, roleAsIs}},
+		func(x []kernels.Buffer) error { return be.swiGLU(x[0], x[1], x[2]) })
 }
 
 // SwiGLUBackward adds the gradients w.r.t. gate and up (either may be nil).
+// Reads and writes bf16 natively.
 func (be *Backend) SwiGLUBackward(dGate, dUp, dOut, gate, up kernels.Buffer) error {
-	return be.mixed("SwiGLUBackward", []mArg{{"dGate", dGate, roleAcc}, {"dUp", dUp, roleAcc}, {"dOut", dOut, roleIn}, {"gate", gate, roleIn}, {"up", up, roleIn}},
-		func(x []kernels.Buffer) error { return be.swiGLUBackwardF32(x[0], x[1], x[2], x[3], x[4]) })
+	return be.mixed("SwiGLUBackward", []mArg{{"dGate", dGate, roleAsIs}, {"dUp", dUp, roleAsIs}, {"dOut", dOut, roleAsIs}, {"gate", gate, roleAsIs}, {"up", up, roleAsIs}},
+		func(x []kernels.Buffer) error { return be.swiGLUBackward(x[0], x[1], x[2], x[3], x[4]) })
 }
 
 // Dropout computes out = in·mask/(1−p) with the CPU backend's mask; p == 0
@@ -245,33 +252,39 @@ func (be *Backend) SumSquares(out, in kernels.Buffer) error {
 }
 
 // RMSNorm computes rstd[r] = 1/sqrt(mean(in[r,:]²) + eps) and
-// out[r,:] = in[r,:]·rstd[r]·weight. out may alias in.
+// out[r,:] = in[r,:]·rstd[r]·weight. out may alias in. out, in and
+// weight are read and written as bf16 natively; a bf16 rstd is staged.
 func (be *Backend) RMSNorm(out, rstd, in, weight kernels.Buffer, rows, dim int, eps float32) error {
-	return be.mixed("RMSNorm", []mArg{{"out", out, roleOut}, {"rstd", rstd, roleOut}, {"in", in, roleIn}, {"weight", weight, roleIn}},
-		func(x []kernels.Buffer) error { return be.rmsNormF32(x[0], x[1], x[2], x[3], rows, dim, eps) })
+	return be.mixed("RMSNorm", []mArg{{"out", out, roleAsIs}, {"rstd", rstd, roleOut}, {"in", in, roleAsIs}, {"weight", weight, roleAsIs}},
+		func(x []kernels.Buffer) error { return be.rmsNorm(x[0], x[1], x[2], x[3], rows, dim, eps) })
 }
 
 // RMSNormBackward adds the gradients w.r.t. in and weight (either may be
-// nil). dWeight is computed first, so dIn may alias in or dOut.
+// nil). dWeight is computed first, so dIn may alias in or dOut. dIn, dOut,
+// in and weight are read and written as bf16 natively; a bf16 dWeight or
+// rstd is staged.
 func (be *Backend) RMSNormBackward(dIn, dWeight, dOut, in, weight, rstd kernels.Buffer, rows, dim int) error {
-	return be.mixed("RMSNormBackward", []mArg{{"dIn", dIn, roleAcc}, {"dWeight", dWeight, roleAcc}, {"dOut", dOut, roleIn}, {"in", in, roleIn}, {"weight", weight, roleIn}, {"rstd", rstd, roleIn}},
+	return be.mixed("RMSNormBackward", []mArg{{"dIn", dIn, roleAsIs}, {"dWeight", dWeight, roleAcc}, {"dOut", dOut, roleAsIs}, {"in", in, roleAsIs}, {"weight", weight, roleAsIs}, {"rstd", rstd, roleIn}},
 		func(x []kernels.Buffer) error {
-			return be.rmsNormBackwardF32(x[0], x[1], x[2], x[3], x[4], x[5], rows, dim)
+			return be.rmsNormBackward(x[0], x[1], x[2], x[3], x[4], x[5], rows, dim)
 		})
 }
 
 // RoPE rotates each head by its row's position (rotate-half); out may
-// alias in.
+// alias in. Reads and writes bf16 natively.
 func (be *Backend) RoPE(out, in kernels.Buffer, positions []int32, rows, heads, headDim int, theta float32) error {
-	return be.mixed("RoPE", []mArg{{"out", out, roleOut}, {"in", in, roleIn}},
-		func(x []kernels.Buffer) error { return be.ropeF32(x[0], x[1], positions, rows, heads, headDim, theta) })
+	return be.mixed("RoPE", []mArg{{"out", out, roleAsIs}, {"in", in, roleAsIs}},
+		func(x []kernels.Buffer) error {
+			return be.ropeForward(x[0], x[1], positions, rows, heads, headDim, theta)
+		})
 }
 
-// RoPEBackward adds the inverse rotation of dOut into dIn.
+// RoPEBackward adds the inverse rotation of dOut into dIn. Reads and writes
+// bf16 natively.
 func (be *Backend) RoPEBackward(dIn, dOut kernels.Buffer, positions []int32, rows, heads, headDim int, theta float32) error {
-	return be.mixed("RoPEBackward", []mArg{{"dIn", dIn, roleAcc}, {"dOut", dOut, roleIn}},
+	return be.mixed("RoPEBackward", []mArg{{"dIn", dIn, roleAsIs}, {"dOut", dOut, roleAsIs}},
 		func(x []kernels.Buffer) error {
-			return be.ropeBackwardF32(x[0], x[1], positions, rows, heads, headDim, theta)
+			return be.ropeBackward(x[0], x[1], positions, rows, heads, headDim, theta)
 		})
 }
 

@@ -99,13 +99,31 @@ func (be *Backend) three(op string, names [3]string, x, y, z kernels.Buffer) (a,
 	return
 }
 
-// addF32 is Add on float32 buffers: computes out = a + b (out may alias a or b).
-func (be *Backend) addF32(out, a, b kernels.Buffer) error {
-	o, x, y, err := be.three("Add", [3]string{"out", "a", "b"}, out, a, b)
+// threeAny is three for ops whose kernels read and write bf16 as well.
+func (be *Backend) threeAny(op string, names [3]string, x, y, z kernels.Buffer) (a, b, c *Buffer, err error) {
+	if a, err = be.anyBuf(op, names[0], x); err != nil {
+		return
+	}
+	if b, err = be.anyBuf(op, names[1], y); err != nil {
+		return
+	}
+	if c, err = be.anyBuf(op, names[2], z); err != nil {
+		return
+	}
+	if b.n != a.n || c.n != a.n {
+		err = fmt.Errorf("cuda: %s: lengths differ: %s %d, %s %d, %s %d", op, names[0], a.n, names[1], b.n, names[2], c.n)
+	}
+	return
+}
+
+// add is Add on float32 or bf16 buffers (each reads and writes its own
+// dtype, see dtMask): computes out = a + b (out may alias a or b).
+func (be *Backend) add(out, a, b kernels.Buffer) error {
+	o, x, y, err := be.threeAny("Add", [3]string{"out", "a", "b"}, out, a, b)
 	if err != nil {
 		return err
 	}
-	return be.launch("Add", "pt_add", grid1(o.n), block1, 0, argP(o.ptr()), argP(x.ptr()), argP(y.ptr()), argL(int64(o.n)))
+	return be.launch("Add", "pt_add", grid1(o.n), block1, 0, argP(o.ptr()), argP(x.ptr()), argP(y.ptr()), argL(int64(o.n)), argI(int(dtMask(o, x, y))))
 }
 
 // scaleF32 is Scale on float32 buffers: computes b *= s.
@@ -117,27 +135,29 @@ func (be *Backend) scaleF32(b kernels.Buffer, s float32) error {
 	return be.launch("Scale", "pt_scale", grid1(x.n), block1, 0, argP(x.ptr()), argF(s), argL(int64(x.n)))
 }
 
-// swiGLUF32 is SwiGLU on float32 buffers: computes out = silu(gate) * up.
-func (be *Backend) swiGLUF32(out, gate, up kernels.Buffer) error {
-	o, g, u, err := be.three("SwiGLU", [3]string{"out", "gate", "up"}, out, gate, up)
+// swiGLU is SwiGLU on float32 or bf16 buffers (see dtMask): computes
+// out = silu(gate) * up.
+func (be *Backend) swiGLU(out, gate, up kernels.Buffer) error {
+	o, g, u, err := be.threeAny("SwiGLU", [3]string{"out", "gate", "up"}, out, gate, up)
 	if err != nil {
 		return err
 	}
-	return be.launch("SwiGLU", "pt_swiglu", grid1(o.n), block1, 0, argP(o.ptr()), argP(g.ptr()), argP(u.ptr()), argL(int64(o.n)))
+	return be.launch("SwiGLU", "pt_swiglu", grid1(o.n), block1, 0, argP(o.ptr()), argP(g.ptr()), argP(u.ptr()), argL(int64(o.n)), argI(int(dtMask(o, g, u))))
 }
 
-// swiGLUBackwardF32 is SwiGLUBackward on float32 buffers: adds the gradients w.r.t. gate and up (either may be nil).
-func (be *Backend) swiGLUBackwardF32(dGate, dUp, dOut, gate, up kernels.Buffer) error {
+// swiGLUBackward is SwiGLUBackward on float32 or bf16 buffers (see
+// dtMask): adds the gradients w.r.t. gate and up (either may be nil).
+func (be *Backend) swiGLUBackward(dGate, dUp, dOut, gate, up kernels.Buffer) error {
 	const op = "SwiGLUBackward"
-	dg, err := be.optBuf(op, "dGate", dGate)
+	dg, err := be.optAny(op, "dGate", dGate)
 	if err != nil {
 		return err
 	}
-	du, err := be.optBuf(op, "dUp", dUp)
+	du, err := be.optAny(op, "dUp", dUp)
 	if err != nil {
 		return err
 	}
-	do, g, u, err := be.three(op, [3]string{"dOut", "gate", "up"}, dOut, gate, up)
+	do, g, u, err := be.threeAny(op, [3]string{"dOut", "gate", "up"}, dOut, gate, up)
 	if err != nil {
 		return err
 	}
@@ -155,7 +175,7 @@ func (be *Backend) swiGLUBackwardF32(dGate, dUp, dOut, gate, up kernels.Buffer) 
 		return nil
 	}
 	return be.launch(op, "pt_swiglu_backward", grid1(g.n), block1, 0,
-		argP(dg.ptr()), argP(du.ptr()), argP(do.ptr()), argP(g.ptr()), argP(u.ptr()), argL(int64(g.n)))
+		argP(dg.ptr()), argP(du.ptr()), argP(do.ptr()), argP(g.ptr()), argP(u.ptr()), argL(int64(g.n)), argI(int(dtMask(dg, du, do, g, u))))
 }
 
 // dropoutThreshold converts p to the 24-bit threshold of the mask (the

@@ -36,11 +36,12 @@ func checkRowsDim(op string, rows, dim int, aName string, a *Buffer, bName strin
 	return wantLen(op, "weight", w, dim, "dim")
 }
 
-// rmsNormF32 is RMSNorm on float32 buffers: computes rstd[r] = 1/sqrt(mean(in[r,:]²) + eps) and
+// rmsNorm is RMSNorm with out, in and weight float32 or bf16 (see dtMask)
+// and rstd float32: computes rstd[r] = 1/sqrt(mean(in[r,:]²) + eps) and
 // out[r,:] = in[r,:]·rstd[r]·weight. out may alias in.
-func (be *Backend) rmsNormF32(out, rstd, in, weight kernels.Buffer, rows, dim int, eps float32) error {
+func (be *Backend) rmsNorm(out, rstd, in, weight kernels.Buffer, rows, dim int, eps float32) error {
 	const op = "RMSNorm"
-	o, err := be.buf(op, "out", out)
+	o, err := be.anyBuf(op, "out", out)
 	if err != nil {
 		return err
 	}
@@ -48,11 +49,11 @@ func (be *Backend) rmsNormF32(out, rstd, in, weight kernels.Buffer, rows, dim in
 	if err != nil {
 		return err
 	}
-	x, err := be.buf(op, "in", in)
+	x, err := be.anyBuf(op, "in", in)
 	if err != nil {
 		return err
 	}
-	w, err := be.buf(op, "weight", weight)
+	w, err := be.anyBuf(op, "weight", weight)
 	if err != nil {
 		return err
 	}
@@ -66,14 +67,16 @@ func (be *Backend) rmsNormF32(out, rstd, in, weight kernels.Buffer, rows, dim in
 		return fmt.Errorf("cuda: %s: out may alias in exactly; no other arguments may overlap", op)
 	}
 	return be.launch(op, "pt_rmsnorm", rowsGrid(rows), [3]uint32{normBlock, 1, 1}, 0,
-		argP(o.ptr()), argP(rs.ptr()), argP(x.ptr()), argP(w.ptr()), argI(rows), argI(dim), argF(eps))
+		argP(o.ptr()), argP(rs.ptr()), argP(x.ptr()), argP(w.ptr()), argI(rows), argI(dim), argF(eps), argI(int(dtMask(o, nil, x, w))))
 }
 
-// rmsNormBackwardF32 is RMSNormBackward on float32 buffers: adds the gradients w.r.t. in and weight (either may be
-// nil). dWeight is computed first, so dIn may alias in or dOut.
-func (be *Backend) rmsNormBackwardF32(dIn, dWeight, dOut, in, weight, rstd kernels.Buffer, rows, dim int) error {
+// rmsNormBackward is RMSNormBackward with dIn, dOut, in and weight float32
+// or bf16 (see dtMask), dWeight and rstd float32: adds the gradients w.r.t.
+// in and weight (either may be nil). dWeight is computed first, so dIn may
+// alias in or dOut.
+func (be *Backend) rmsNormBackward(dIn, dWeight, dOut, in, weight, rstd kernels.Buffer, rows, dim int) error {
 	const op = "RMSNormBackward"
-	di, err := be.optBuf(op, "dIn", dIn)
+	di, err := be.optAny(op, "dIn", dIn)
 	if err != nil {
 		return err
 	}
@@ -81,15 +84,15 @@ func (be *Backend) rmsNormBackwardF32(dIn, dWeight, dOut, in, weight, rstd kerne
 	if err != nil {
 		return err
 	}
-	g, err := be.buf(op, "dOut", dOut)
+	g, err := be.anyBuf(op, "dOut", dOut)
 	if err != nil {
 		return err
 	}
-	x, err := be.buf(op, "in", in)
+	x, err := be.anyBuf(op, "in", in)
 	if err != nil {
 		return err
 	}
-	w, err := be.buf(op, "weight", weight)
+	w, err := be.anyBuf(op, "weight", weight)
 	if err != nil {
 		return err
 	}
@@ -116,7 +119,7 @@ func (be *Backend) rmsNormBackwardF32(dIn, dWeight, dOut, in, weight, rstd kerne
 			return fmt.Errorf("cuda: %s: dWeight overlaps an input", op)
 		}
 		if err := be.launch(op, "pt_rmsnorm_backward_dw", grid1(dim), block1, 0,
-			argP(dw.ptr()), argP(g.ptr()), argP(x.ptr()), argP(rs.ptr()), argI(rows), argI(dim)); err != nil {
+			argP(dw.ptr()), argP(g.ptr()), argP(x.ptr()), argP(rs.ptr()), argI(rows), argI(dim), argI(int(dtMask(nil, g, x)))); err != nil {
 			return err
 		}
 	}
@@ -124,7 +127,7 @@ func (be *Backend) rmsNormBackwardF32(dIn, dWeight, dOut, in, weight, rstd kerne
 		return nil
 	}
 	return be.launch(op, "pt_rmsnorm_backward_dx", rowsGrid(rows), [3]uint32{normBlock, 1, 1}, 0,
-		argP(di.ptr()), argP(g.ptr()), argP(x.ptr()), argP(w.ptr()), argP(rs.ptr()), argI(rows), argI(dim))
+		argP(di.ptr()), argP(g.ptr()), argP(x.ptr()), argP(w.ptr()), argP(rs.ptr()), argI(rows), argI(dim), argI(int(dtMask(di, g, x, w))))
 }
 
 // ropeMaxPositions bounds the cos/sin table, as in the CPU backend.
@@ -238,15 +241,15 @@ func (be *Backend) ropeSetup(op string, a, b *Buffer, aName, bName string, posit
 	return t, nil
 }
 
-// ropeF32 is RoPE on float32 buffers: rotates each head by its row's position (rotate-half convention).
-// out may alias in.
-func (be *Backend) ropeF32(out, in kernels.Buffer, positions []int32, rows, heads, headDim int, theta float32) error {
+// ropeForward is RoPE on float32 or bf16 buffers (see dtMask): rotates each head
+// by its row's position (rotate-half convention). out may alias in.
+func (be *Backend) ropeForward(out, in kernels.Buffer, positions []int32, rows, heads, headDim int, theta float32) error {
 	const op = "RoPE"
-	o, err := be.buf(op, "out", out)
+	o, err := be.anyBuf(op, "out", out)
 	if err != nil {
 		return err
 	}
-	x, err := be.buf(op, "in", in)
+	x, err := be.anyBuf(op, "in", in)
 	if err != nil {
 		return err
 	}
@@ -262,18 +265,19 @@ func (be *Backend) ropeF32(out, in kernels.Buffer, positions []int32, rows, head
 		return err
 	}
 	return be.launch(op, "pt_rope", grid1(rows*heads*headDim/2), block1, 0,
-		argP(o.ptr()), argP(x.ptr()), argP(pos), argP(t.cos), argP(t.sin), argI(rows), argI(heads), argI(headDim))
+		argP(o.ptr()), argP(x.ptr()), argP(pos), argP(t.cos), argP(t.sin), argI(rows), argI(heads), argI(headDim), argI(int(dtMask(o, x))))
 }
 
-// ropeBackwardF32 is RoPEBackward on float32 buffers: adds the inverse rotation of dOut into dIn; a nil dIn (not
-// needed) only checks the arguments.
-func (be *Backend) ropeBackwardF32(dIn, dOut kernels.Buffer, positions []int32, rows, heads, headDim int, theta float32) error {
+// ropeBackward is RoPEBackward on float32 or bf16 buffers (see dtMask):
+// adds the inverse rotation of dOut into dIn; a nil dIn (not needed) only
+// checks the arguments.
+func (be *Backend) ropeBackward(dIn, dOut kernels.Buffer, positions []int32, rows, heads, headDim int, theta float32) error {
 	const op = "RoPEBackward"
-	di, err := be.optBuf(op, "dIn", dIn)
+	di, err := be.optAny(op, "dIn", dIn)
 	if err != nil {
 		return err
 	}
-	do, err := be.buf(op, "dOut", dOut)
+	do, err := be.anyBuf(op, "dOut", dOut)
 	if err != nil {
 		return err
 	}
@@ -290,5 +294,5 @@ func (be *Backend) ropeBackwardF32(dIn, dOut kernels.Buffer, positions []int32, 
 		return err
 	}
 	return be.launch(op, "pt_rope_backward", grid1(rows*heads*headDim/2), block1, 0,
-		argP(di.ptr()), argP(do.ptr()), argP(pos), argP(t.cos), argP(t.sin), argI(rows), argI(heads), argI(headDim))
+		argP(di.ptr()), argP(do.ptr()), argP(pos), argP(t.cos), argP(t.sin), argI(rows), argI(heads), argI(headDim), argI(int(dtMask(di, do))))
 }

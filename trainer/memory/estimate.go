@@ -504,7 +504,7 @@ func Estimate(cfg model.Config, opts Options) (Breakdown, error) {
 		add(TermWorkingCopy, trainable*bytesBF16, true, true, "bf16 working copy of the %s trainable parameters that the GEMMs read (the f32 master stays in Params)", commas(trainable))
 		st := bf16Staging(cfg, M, r, opts.Method != Full && lc.Dropout > 0)
 		add(TermStaging, st, true, false,
-			"kernels/cuda scratch: f32 copies of the bf16 arguments of the non-GEMM ops (largest per argument slot) and the bf16 copy of an f32 GEMM operand (dlogits [M, vocab] for lm_head's input gradient)")
+			"kernels/cuda scratch: f32 copies of the bf16 arguments of the ops that stage them (attention's q, k, v, out; dropout's input; largest per argument slot) and the bf16 copy of an f32 GEMM operand (dlogits [M, vocab] for lm_head's input gradient)")
 	}
 
 	// Workspaces.
@@ -597,19 +597,17 @@ func commas(n int64) string {
 }
 
 // bf16Staging is the scratch kernels/cuda keeps for a bf16 step of
-// model.Model: staging slot i of the non-GEMM ops grows to the largest i-th
-// bf16 argument any op stages (f32, mixed.go), and GEMM operand slot 0 to
-// the largest f32 dOut a backward GEMM rounds to bf16 (its other operand is
-// a bf16 activation or weight). The op lists mirror trainer/model's step.
+// model.Model: staging slot i of the ops that stage (f32, mixed.go) grows
+// to the largest i-th bf16 argument any of them stages, and GEMM operand
+// slot 0 to the largest f32 dOut a backward GEMM rounds to bf16 (its other
+// operand is a bf16 activation or weight). Add, RMSNorm, RoPE, SwiGLU and
+// their backward passes read bf16 themselves and stage nothing (rstd and
+// the gradients they add into are f32). The op lists mirror
+// trainer/model's step.
 func bf16Staging(c model.Config, M, r int64, dropout bool) int64 {
 	C, I, Q, KV := int64(c.Hidden), int64(c.Intermediate), int64(c.QDim()), int64(c.KVDim())
 	ops := [][]int64{
-		{M * C, M * C, C}, // RMSNorm: out, in, weight
-		{M * Q}, {M * KV}, // RoPE in place on q, k
 		{M * Q, M * Q, M * KV, M * KV}, // Attention: out, q, k, v
-		{M * I, M * I, M * I},          // SwiGLU: out, gate, up
-		{M * I, M * I},                 // SwiGLUBackward: gate, up
-		{M * C, C},                     // RMSNormBackward: in, weight
 		{M * Q, M * KV, M * KV, M * Q}, // AttentionBackward: q, k, v, out
 	}
 	if dropout {

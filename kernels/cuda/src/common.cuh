@@ -103,4 +103,23 @@ __device__ __forceinline__ unsigned short pt_f32_to_bf16(float f) {
   return (unsigned short)(u >> 16);
 }
 
+// Arguments that may be float32 or bfloat16 ("void *" in a kernel's
+// parameters): bit k of the kernel's dt argument says that its parameter k
+// (counting from 0, every parameter) is bf16. Values are loaded widened to
+// float32, computed in float32 and rounded once when stored, so a kernel's
+// result on bf16 buffers is bit for bit its float32 result on the bf16
+// values, rounded: what staging through float32 copies gives, without the
+// extra passes over memory. dt is the same for every thread of a launch, so
+// the branch costs no divergence.
+__device__ __forceinline__ float pt_ld(const void *p, int dt, int k, i64 i) {
+  return (dt >> k) & 1 ? pt_bf16_to_f32(((const unsigned short *)p)[i]) : ((const float *)p)[i];
+}
+__device__ __forceinline__ void pt_st(void *p, int dt, int k, i64 i, float v) {
+  if ((dt >> k) & 1) {
+    ((unsigned short *)p)[i] = pt_f32_to_bf16(v);
+  } else {
+    ((float *)p)[i] = v;
+  }
+}
+
 #endif  // PT_COMMON_CUH

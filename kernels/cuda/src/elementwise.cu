@@ -4,9 +4,9 @@
 // written by the same thread.
 #include "common.cuh"
 
-// out[i] = a[i] + b[i]
-extern "C" __global__ void pt_add(float *out, const float *a, const float *b, i64 n) {
-  PT_FOR(i, n) { out[i] = a[i] + b[i]; }
+// out[i] = a[i] + b[i]; any argument f32 or bf16 (dt bits 0-2).
+extern "C" __global__ void pt_add(void *out, const void *a, const void *b, i64 n, int dt) {
+  PT_FOR(i, n) { pt_st(out, dt, 0, i, pt_ld(a, dt, 1, i) + pt_ld(b, dt, 2, i)); }
 }
 
 // x[i] *= s

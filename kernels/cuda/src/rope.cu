@@ -7,8 +7,9 @@
 // x, out [rows, heads, headDim]; pos [rows]. For j < half:
 //   out[j] = x[j]*c - x[j+half]*s;  out[j+half] = x[j+half]*c + x[j]*s.
 // out may alias in: one thread reads both halves of its pair, then writes them.
-extern "C" __global__ void pt_rope(float *out, const float *in, const int *pos, const float *cosT, const float *sinT,
-                                   int rows, int heads, int headDim) {
+// out and in f32 or bf16 (dt bits 0, 1).
+extern "C" __global__ void pt_rope(void *out, const void *in, const int *pos, const float *cosT, const float *sinT,
+                                   int rows, int heads, int headDim, int dt) {
   const int half = headDim / 2;
   PT_FOR(e, (i64)rows * heads * half) {
     const i64 rh = e / half;
@@ -17,15 +18,15 @@ extern "C" __global__ void pt_rope(float *out, const float *in, const int *pos, 
     const i64 t = (i64)pos[r] * half + j;
     const float c = cosT[t], s = sinT[t];
     const i64 base = rh * headDim;
-    const float a = in[base + j], b = in[base + j + half];
-    out[base + j] = a * c - b * s;
-    out[base + j + half] = b * c + a * s;
+    const float a = pt_ld(in, dt, 1, base + j), b = pt_ld(in, dt, 1, base + j + half);
+    pt_st(out, dt, 0, base + j, a * c - b * s);
+    pt_st(out, dt, 0, base + j + half, b * c + a * s);
   }
 }
 
-// din += rotation of dout by -angle.
-extern "C" __global__ void pt_rope_backward(float *din, const float *dout, const int *pos, const float *cosT,
-                                            const float *sinT, int rows, int heads, int headDim) {
+// din += rotation of dout by -angle. din and dout f32 or bf16 (dt bits 0, 1).
+extern "C" __global__ void pt_rope_backward(void *din, const void *dout, const int *pos, const float *cosT,
+                                            const float *sinT, int rows, int heads, int headDim, int dt) {
   const int half = headDim / 2;
   PT_FOR(e, (i64)rows * heads * half) {
     const i64 rh = e / half;
@@ -34,8 +35,11 @@ extern "C" __global__ void pt_rope_backward(float *din, const float *dout, const
     const i64 t = (i64)pos[r] * half + j;
     const float c = cosT[t], s = sinT[t];
     const i64 base = rh * headDim;
-    const float a = dout[base + j], b = dout[base + j + half];
-    din[base + j] += a * c + b * s;
-    din[base + j + half] += b * c - a * s;
+    const float a = pt_ld(dout, dt, 1, base + j), b = pt_ld(dout, dt, 1, base + j + half);
+    float d0 = pt_ld(din, dt, 0, base + j), d1 = pt_ld(din, dt, 0, base + j + half);
+    d0 += a * c + b * s;
+    d1 += b * c - a * s;
+    pt_st(din, dt, 0, base + j, d0);
+    pt_st(din, dt, 0, base + j + half, d1);
   }
 }
