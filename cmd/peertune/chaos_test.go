@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -24,10 +23,8 @@ import (
 
 // chaosNode is one peer process of the chaos test.
 type chaosNode struct {
+	*peerProc
 	name string
-	cmd  *exec.Cmd
-	log  *os.File
-	done chan error
 }
 
 // TestChaosKillRejoin runs 4 peer processes, SIGKILLs a random one at random
@@ -65,18 +62,7 @@ func TestChaosKillRejoin(t *testing.T) {
 	out := filepath.Join(dir, "out")
 	ledgers := filepath.Join(dir, "ledger")
 	env := append(os.Environ(), "PEERTUNE_SECRET=chaos-test-secret")
-	ports := make([]int, 4)
-	for i := range ports {
-		p, err := freePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = p
-	}
-	seeds := make([]string, len(ports))
-	for i, p := range ports {
-		seeds[i] = fmt.Sprintf("127.0.0.1:%d", p)
-	}
+	seeds := loopbackSeeds(t, 4)
 	start := func(i, gen int) *chaosNode {
 		name := fmt.Sprintf("n%d-g%d", i, gen)
 		args := append(append([]string(nil), common...), "--out", out, "--ledger", ledgers, "--node-name", name,
@@ -90,18 +76,7 @@ func TestChaosKillRejoin(t *testing.T) {
 		if i > 0 || gen > 0 {
 			args = append(args, "--join", strings.Join(join, ","))
 		}
-		logf, err := os.Create(filepath.Join(dir, name+".log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(peertuneBin, args...)
-		cmd.Env, cmd.Stdout, cmd.Stderr = env, logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		n := &chaosNode{name: name, cmd: cmd, log: logf, done: make(chan error, 1)}
-		go func() { n.done <- cmd.Wait(); logf.Close() }()
-		return n
+		return &chaosNode{peerProc: startPeer(t, filepath.Join(dir, name+".log"), env, args...), name: name}
 	}
 	nodes := make([]*chaosNode, 4)
 	for i := range nodes {

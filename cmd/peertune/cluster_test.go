@@ -37,6 +37,43 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// peerProc is one peertune process of a multi-process test.
+type peerProc struct {
+	cmd  *exec.Cmd
+	log  string     // its stdout and stderr
+	done chan error // cmd.Wait's result, sent once
+}
+
+// startPeer starts peertune with env and args, its output going to logPath.
+func startPeer(t *testing.T, logPath string, env []string, args ...string) *peerProc {
+	t.Helper()
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &peerProc{cmd: exec.Command(peertuneBin, args...), log: logPath, done: make(chan error, 1)}
+	p.cmd.Env, p.cmd.Stdout, p.cmd.Stderr = env, logf, logf
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait(); logf.Close() }()
+	return p
+}
+
+// loopbackSeeds returns n free gossip addresses on 127.0.0.1.
+func loopbackSeeds(t *testing.T, n int) []string {
+	t.Helper()
+	seeds := make([]string, n)
+	for i := range seeds {
+		p, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seeds[i] = fmt.Sprintf("127.0.0.1:%d", p)
+	}
+	return seeds
+}
+
 func writeData(t *testing.T, n int) string {
 	t.Helper()
 	var b strings.Builder

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -27,43 +26,21 @@ func TestLeadKilledDuringFinalEvaluation(t *testing.T) {
 	dataPath := writeData(t, 8000)
 	dir := t.TempDir()
 	ledgers := filepath.Join(dir, "ledger")
-	seeds := make([]string, 3)
-	for i := range seeds {
-		p, err := freePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		seeds[i] = fmt.Sprintf("127.0.0.1:%d", p)
-	}
+	seeds := loopbackSeeds(t, 3)
 	env := append(os.Environ(), "PEERTUNE_SECRET=finish-test-secret")
-	type proc struct {
-		cmd  *exec.Cmd
-		done chan error
-		log  string
-		out  string
-	}
-	procs := make([]*proc, 3)
+	procs := make([]*peerProc, 3)
+	outs := make([]string, 3)
 	for i := range procs {
 		name := fmt.Sprintf("fin-%d", i)
-		p := &proc{done: make(chan error, 1), log: filepath.Join(dir, name+".log"), out: filepath.Join(dir, name)}
+		outs[i] = filepath.Join(dir, name)
 		args := []string{"train", "--model", "tiny", "--init", "random", "--data", dataPath, "--steps", strconv.Itoa(steps),
 			"--batch", "12", "--micro-batch", "2", "--seq-len", "96", "--eval-examples", "0", "--eval-every", "0",
 			"--val-fraction", "0.9", "--log-format", "json", "--rendezvous-timeout", "2m",
-			"--out", p.out, "--ledger", ledgers, "--bind", seeds[i], "--world-size", "3", "--min-nodes", "2"}
+			"--out", outs[i], "--ledger", ledgers, "--bind", seeds[i], "--world-size", "3", "--min-nodes", "2"}
 		if i > 0 {
 			args = append(args, "--join", seeds[0])
 		}
-		logf, err := os.Create(p.log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.cmd = exec.Command(peertuneBin, args...)
-		p.cmd.Env, p.cmd.Stdout, p.cmd.Stderr = env, logf, logf
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { p.done <- p.cmd.Wait(); logf.Close() }()
-		procs[i] = p
+		procs[i] = startPeer(t, filepath.Join(dir, name+".log"), env, args...)
 	}
 	defer func() {
 		for _, p := range procs {
@@ -136,7 +113,7 @@ func TestLeadKilledDuringFinalEvaluation(t *testing.T) {
 		if !strings.Contains(string(raw), "lost a peer during the final evaluation") {
 			t.Errorf("fin-%d: the kill did not land in the final evaluation (see its log); the test needs a longer one\n%s", i, raw)
 		}
-		sraw, err := os.ReadFile(filepath.Join(p.out, "summary.json"))
+		sraw, err := os.ReadFile(filepath.Join(outs[i], "summary.json"))
 		if err != nil {
 			continue // not the new lead
 		}
@@ -151,7 +128,7 @@ func TestLeadKilledDuringFinalEvaluation(t *testing.T) {
 		if sum.Steps != steps || sum.WorldSize != 2 {
 			t.Errorf("fin-%d summary: %d steps in a world of %d, want %d steps in the survivors' world of 2", i, sum.Steps, sum.WorldSize, steps)
 		}
-		if len(adapterTensors(t, p.out)) == 0 {
+		if len(adapterTensors(t, outs[i])) == 0 {
 			t.Errorf("fin-%d wrote an empty adapter", i)
 		}
 		wrote++

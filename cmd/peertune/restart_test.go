@@ -27,14 +27,7 @@ func TestTwoNodeCrashRestartSameName(t *testing.T) {
 	dataPath := writeData(t, 200)
 	dir := t.TempDir()
 	ledgers := filepath.Join(dir, "ledger")
-	seeds := make([]string, 2)
-	for i := range seeds {
-		p, err := freePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		seeds[i] = fmt.Sprintf("127.0.0.1:%d", p)
-	}
+	seeds := loopbackSeeds(t, 2)
 	env := append(os.Environ(), "PEERTUNE_SECRET=restart-test-secret")
 	start := func(i, gen int) (*exec.Cmd, chan error) {
 		name := fmt.Sprintf("pair-%d", i)
@@ -43,18 +36,8 @@ func TestTwoNodeCrashRestartSameName(t *testing.T) {
 			"--log-format", "json", "--rendezvous-timeout", "2m", "--lr", "5e-4",
 			"--out", filepath.Join(dir, name), "--ledger", ledgers, "--node-name", name,
 			"--bind", seeds[i], "--join", seeds[1-i], "--world-size", "2", "--min-nodes", "1"}
-		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-g%d.log", name, gen)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(peertuneBin, args...)
-		cmd.Env, cmd.Stdout, cmd.Stderr = env, logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait(); logf.Close() }()
-		return cmd, done
+		p := startPeer(t, filepath.Join(dir, fmt.Sprintf("%s-g%d.log", name, gen)), env, args...)
+		return p.cmd, p.done
 	}
 	a, aDone := start(0, 0)
 	b, bDone := start(1, 0)

@@ -84,30 +84,23 @@ func (be *Backend) Copy(dst, src kernels.Buffer) error {
 
 // three fetches three equally long float32 buffers.
 func (be *Backend) three(op string, names [3]string, x, y, z kernels.Buffer) (a, b, c *Buffer, err error) {
-	if a, err = be.buf(op, names[0], x); err != nil {
-		return
-	}
-	if b, err = be.buf(op, names[1], y); err != nil {
-		return
-	}
-	if c, err = be.buf(op, names[2], z); err != nil {
-		return
-	}
-	if b.n != a.n || c.n != a.n {
-		err = fmt.Errorf("cuda: %s: lengths differ: %s %d, %s %d, %s %d", op, names[0], a.n, names[1], b.n, names[2], c.n)
-	}
-	return
+	return threeVia(be.buf, op, names, x, y, z)
 }
 
 // threeAny is three for ops whose kernels read and write bf16 as well.
 func (be *Backend) threeAny(op string, names [3]string, x, y, z kernels.Buffer) (a, b, c *Buffer, err error) {
-	if a, err = be.anyBuf(op, names[0], x); err != nil {
+	return threeVia(be.anyBuf, op, names, x, y, z)
+}
+
+// threeVia fetches three equally long buffers with resolve (buf or anyBuf).
+func threeVia(resolve func(op, arg string, b kernels.Buffer) (*Buffer, error), op string, names [3]string, x, y, z kernels.Buffer) (a, b, c *Buffer, err error) {
+	if a, err = resolve(op, names[0], x); err != nil {
 		return
 	}
-	if b, err = be.anyBuf(op, names[1], y); err != nil {
+	if b, err = resolve(op, names[1], y); err != nil {
 		return
 	}
-	if c, err = be.anyBuf(op, names[2], z); err != nil {
+	if c, err = resolve(op, names[2], z); err != nil {
 		return
 	}
 	if b.n != a.n || c.n != a.n {
