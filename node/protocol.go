@@ -677,6 +677,10 @@ func declineReason(p *proposeMsg, self string, inc uint64, jobHash string, view 
 		return fmt.Sprintf("epoch %d is not after our last world's %d", p.Epoch, last.Epoch)
 	case !opts.AllowMinority && !q.ok():
 		return "no majority of our last world (" + q.String() + ")"
+	case !opts.AllowMinority && last == nil && opts.WorldSize > 1 && 2*len(p.Peers) <= opts.WorldSize && !jobStarted(canonical(view.Members), jobHash):
+		// The leader checks this too (Propose); a leader started with
+		// another --world-size must not get a minority first world past us.
+		return fmt.Sprintf("a first world of %d nodes is no strict majority of our world-size (%d)", len(p.Peers), opts.WorldSize)
 	case !slices.IsSortedFunc(p.Peers, func(a, b Peer) int { return strings.Compare(a.ID, b.ID) }):
 		return "peers not in rank order"
 	}

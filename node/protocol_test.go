@@ -157,4 +157,21 @@ func TestDeclineReason(t *testing.T) {
 			}
 		})
 	}
+	// A member started with --world-size 4 declines a first world of 2
+	// proposed by a leader with another --world-size; not once the job has
+	// a world, nor with --allow-minority.
+	fresh := []Member{mem("n1", StateReady, hashA), mem("n2", StateReady, hashA)}
+	ws := RendezvousOptions{MinNodes: 1, WorldSize: 4, Timeout: time.Minute}
+	two := prop(p("n1", 1), p("n2", 1))
+	if got, want := declineReason(two, "n2", 1, hashA, View{Self: "n2", Members: fresh, Elapsed: time.Hour}, nil, ws),
+		"a first world of 2 nodes is no strict majority of our world-size (4)"; got != want {
+		t.Errorf("first world of 2 of 4: reason %q, want %q", got, want)
+	}
+	if got := declineReason(two, "n2", 1, hashA, View{Self: "n2", Members: []Member{tr("n1"), fresh[1]}, Elapsed: time.Hour}, nil, ws); got != "" {
+		t.Errorf("joining a started job: reason %q", got)
+	}
+	ws.AllowMinority = true
+	if got := declineReason(two, "n2", 1, hashA, View{Self: "n2", Members: fresh, Elapsed: time.Hour}, nil, ws); got != "" {
+		t.Errorf("with AllowMinority: reason %q", got)
+	}
 }

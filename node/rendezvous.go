@@ -238,14 +238,19 @@ type Decision struct {
 //     keep its majority; a new process under a last-world name is not one),
 //     then by ID;
 //   - the world is ordered by ID; its first member leads;
-//   - size >= MinNodes; with WorldSize > 0 and before Timeout, size == WorldSize;
+//   - size >= MinNodes; with WorldSize > 0, before Timeout and before the
+//     job has a world (a same-job member with Meta.Epoch > 0), size ==
+//     WorldSize;
 //   - processes that left on purpose (View.Departed, or Leaving metadata)
 //     are never candidates;
 //   - the job's first world (no last world, and no same-job member has
 //     been in one: Meta.Epoch 0 everywhere) with WorldSize > 1 and no
 //     AllowMinority holds a strict majority of WorldSize: two groups that
 //     cannot see each other at start (a partition, a seed that came up
-//     late) cannot both start the job when the wait times out;
+//     late) cannot both start the job when the wait times out. Members
+//     check it too (declineReason). It holds when at most WorldSize nodes
+//     are started for the job: with standbys beyond it, two groups can
+//     each hold a majority of WorldSize;
 //   - with a last world and no AllowMinority, the new world holds a strict
 //     majority of the last world's processes that did not leave on
 //     purpose, counting only the same processes (ID and incarnation): two
@@ -305,6 +310,10 @@ func Propose(view View, last *World, opts RendezvousOptions) (World, Decision) {
 		return World{Rank: -1}, d
 	}
 	size := len(sel)
+	// Once the job has a world, WorldSize no longer counts: a fresh node
+	// that leads the next one (by ID) does not wait for it, and the
+	// survivors' majority rule admits it (see below).
+	started := jobStarted(members, ref)
 	switch {
 	case size == 0:
 		d.Reason = "no ready nodes"
@@ -312,11 +321,11 @@ func Propose(view View, last *World, opts RendezvousOptions) (World, Decision) {
 	case size < minNodes:
 		d.Reason = fmt.Sprintf("%d of %d nodes (min-nodes)", size, minNodes)
 		return World{Rank: -1}, d
-	case opts.WorldSize > 0 && size < opts.WorldSize && !(opts.Timeout > 0 && view.Elapsed >= opts.Timeout):
+	case opts.WorldSize > 0 && size < opts.WorldSize && !started && !(opts.Timeout > 0 && view.Elapsed >= opts.Timeout):
 		d.Reason = fmt.Sprintf("%d of %d nodes (world-size)", size, opts.WorldSize)
 		return World{Rank: -1}, d
 	}
-	if !opts.AllowMinority && last == nil && opts.WorldSize > 1 && 2*size <= opts.WorldSize && !jobStarted(members, ref) {
+	if !opts.AllowMinority && last == nil && opts.WorldSize > 1 && 2*size <= opts.WorldSize && !started {
 		d.Reason = fmt.Sprintf("%d of %d nodes: the job's first world needs a strict majority of world-size (%d; --allow-minority starts anyway)", size, opts.WorldSize, opts.WorldSize/2+1)
 		return World{Rank: -1}, d
 	}

@@ -107,6 +107,9 @@ func TestProposeTable(t *testing.T) {
 		{name: "joining a started job is not a first world",
 			view: View{Self: "n1", Members: []Member{mem("n1", StateReady, hashA), withEpoch(mem("n2", StateTraining, hashA), 5)}, Elapsed: time.Hour},
 			opts: RendezvousOptions{WorldSize: 4, Timeout: time.Minute}, action: Commit, peers: []string{"n1", "n2"}, epoch: 6, leader: "n1", wantRank: 0},
+		{name: "a fresh leader of a started job does not wait for world-size",
+			view: View{Self: "n0", Members: []Member{mem("n0", StateReady, hashA), withEpoch(mem("n1", StateReady, hashA), 5), withEpoch(mem("n2", StateReady, hashA), 5)}, Elapsed: time.Second},
+			opts: RendezvousOptions{WorldSize: 4, Timeout: time.Minute}, action: Commit, peers: []string{"n0", "n1", "n2"}, epoch: 6, leader: "n0", wantRank: 0},
 		{name: "timeout still needs min-nodes", view: View{Self: "n1", Members: ready("n1", "n2"), Elapsed: time.Hour},
 			opts: RendezvousOptions{MinNodes: 3, WorldSize: 4, Timeout: time.Minute}, action: Wait, reason: "2 of 3 nodes (min-nodes)", leader: "n1", wantRank: -1},
 		{name: "world-size caps, last world first", view: View{Self: "n1", Members: ready("n1", "n2", "n3", "n4", "n5")},
@@ -531,10 +534,19 @@ func checkProposal(view View, last *World, opts RendezvousOptions, w World, d De
 		return fmt.Errorf("rank %d, want %d", w.Rank, Rank(w, view.Self))
 	}
 	timedOut := opts.Timeout > 0 && view.Elapsed >= opts.Timeout
+	// The job has a world once a member of it has been in one: from then
+	// on WorldSize only caps, and the first-world majority no longer applies.
+	started := false
+	for _, m := range view.Members {
+		started = started || m.Meta.JobHash == d.JobHash && m.Meta.Epoch > 0
+	}
 	if opts.WorldSize > 0 {
-		if n > opts.WorldSize || (!timedOut && n != opts.WorldSize) {
-			return fmt.Errorf("size %d with world-size %d (timed out %v)", n, opts.WorldSize, timedOut)
+		if n > opts.WorldSize || (!timedOut && !started && n != opts.WorldSize) {
+			return fmt.Errorf("size %d with world-size %d (timed out %v, job started %v)", n, opts.WorldSize, timedOut, started)
 		}
+	}
+	if last == nil && !started && !opts.AllowMinority && opts.WorldSize > 1 && 2*n <= opts.WorldSize {
+		return fmt.Errorf("a first world of %d is no strict majority of world-size %d", n, opts.WorldSize)
 	}
 	if opts.WorldSize == 0 || len(eligible) <= opts.WorldSize {
 		if !slices.Equal(ids(w), eligible) {

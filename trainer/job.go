@@ -498,9 +498,28 @@ func (s *Session) Train(ctx context.Context, h Hooks) error {
 	return err
 }
 
+// OutputError is Finish's error when the evaluation went through but the
+// leading rank could not write the outputs (a full disk, an unwritable
+// --out): every rank holds the trained state, but another world would only
+// fail the same way on a shared --out, so the ranks stop instead.
+type OutputError struct{ Err error }
+
+func (e *OutputError) Error() string { return e.Err.Error() }
+func (e *OutputError) Unwrap() error { return e.Err }
+
 // Finish evaluates the trained model and, on the leading rank, writes the
-// adapter (or full weights), summary.json and the before/after table.
+// adapter (or full weights), summary.json and the before/after table. A
+// failure to write is an *OutputError.
 func (s *Session) Finish(ctx context.Context) (*Summary, error) {
+	sum, err := s.finish(ctx)
+	if err != nil && sum != nil {
+		return nil, &OutputError{err}
+	}
+	return sum, err
+}
+
+// finish is Finish; an error with a summary is one of writing the outputs.
+func (s *Session) finish(ctx context.Context) (*Summary, error) {
 	vl, sc, err := s.evalAll(ctx, "after training")
 	if err != nil {
 		return nil, err
@@ -526,7 +545,7 @@ func (s *Session) Finish(ctx context.Context) (*Summary, error) {
 		return sum, nil
 	}
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
-		return nil, fmt.Errorf("--out: %w", err)
+		return sum, fmt.Errorf("--out: %w", err)
 	}
 	if s.Model.Opts.Method == model.MethodLoRA {
 		err = s.Model.SaveAdapter(cfg.Out, s.Src.Name)
@@ -536,14 +555,14 @@ func (s *Session) Finish(ctx context.Context) (*Summary, error) {
 		sum.Output = "model.safetensors"
 	}
 	if err != nil {
-		return nil, fmt.Errorf("save to %s: %w", cfg.Out, err)
+		return sum, fmt.Errorf("save to %s: %w", cfg.Out, err)
 	}
 	raw, err := json.MarshalIndent(sum, "", "  ")
 	if err != nil {
-		return nil, err
+		return sum, err
 	}
 	if err := atomicfile.WriteFile(filepath.Join(cfg.Out, "summary.json"), append(raw, '\n'), 0o644); err != nil {
-		return nil, err
+		return sum, err
 	}
 	printEvalTable(s.io.Stdout, sum, scored)
 	return sum, nil

@@ -297,9 +297,9 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 			peerGone.Store(&f)
 		}
 		err = runWorld(ctx, sess, &w, wc, hooks, stdout, stdoutRank0, &printed)
-		finishing := err == nil
+		finishing, wrote := err == nil, false
 		if finishing {
-			err = finishWorld(ctx, sess, comm)
+			wrote, err = finishWorld(ctx, sess, comm)
 		}
 		peerGone.Store(nil)
 		if finishing && err == nil {
@@ -317,11 +317,16 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 		glue.retire(wc, w, err, ctx.Err() != nil)
 		comm.Close()
 		switch {
+		case ctx.Err() != nil && wrote:
+			// The outputs are complete; only the other ranks' confirmation
+			// is missing. A checkpoint and --resume would redo the end.
+			log.Info("stopped after writing the outputs, before every rank confirmed the end of the job", zap.String("out", sess.Cfg.Out))
+			return nil
 		case ctx.Err() != nil:
 			return sess.Stopped(ctx, err)
 		case errors.Is(err, trainer.ErrRebuild):
 			log.Info("a node wants to join: forming a new world at this step boundary", zap.Int("step", sess.Trainer.State().Step))
-		case lostPeer(err) && finishing:
+		case lostPeer(err) && trainingComplete(sess):
 			log.Warn("lost a peer during the final evaluation: forming a new world to finish the job", zap.Error(err))
 		case lostPeer(err):
 			if failedAt.IsZero() {
@@ -350,15 +355,47 @@ func lostPeer(err error) bool {
 // point forms a new world with the survivors and finishes again, so a lead
 // that dies before writing is replaced by another (writes are atomic, so a
 // second writer is harmless), and no rank reports the job done while the
-// outputs may be missing.
-func finishWorld(ctx context.Context, sess *trainer.Session, rc *ring.Comm) error {
-	if _, err := sess.Finish(ctx); err != nil {
-		return err
+// outputs may be missing. A lead that could not write (trainer.OutputError)
+// still takes part in the check, with a 0, so that every rank stops with an
+// error instead of forming world after world that would fail alike. wrote
+// says this rank wrote the outputs.
+//
+// The check is untimed (ring.AllReduceUntimed): the other ranks wait in it
+// for as long as the lead's writes take, which for full weights on a slow
+// volume can pass the ring's operation timeout.
+func finishWorld(ctx context.Context, sess *trainer.Session, rc *ring.Comm) (wrote bool, err error) {
+	_, ferr := sess.Finish(ctx)
+	var oerr *trainer.OutputError
+	if ferr != nil && !errors.As(ferr, &oerr) {
+		// The evaluation failed: a lost peer (the survivors form a new
+		// world), or this rank's own failure (the others go on without it).
+		return false, ferr
 	}
-	if err := rc.AllReduceFloat32(ctx, []float32{1}, collective.Sum); err != nil {
-		return fmt.Errorf("confirming that every rank finished: %w", err)
+	wrote = ferr == nil && sess.Lead()
+	finished := []float32{1}
+	if ferr != nil {
+		finished[0] = 0
 	}
-	return nil
+	if err := rc.AllReduceUntimed(ctx, finished, collective.Sum); err != nil {
+		if ferr != nil {
+			return false, ferr
+		}
+		return wrote, fmt.Errorf("confirming that every rank finished: %w", err)
+	}
+	if ferr != nil {
+		return false, ferr
+	}
+	if n := int(finished[0]); n != rc.Size() {
+		return false, fmt.Errorf("the lead could not write the outputs (its log says why); %d of %d ranks finished", n, rc.Size())
+	}
+	return wrote, nil
+}
+
+// trainingComplete reports whether every step is done (or early stopping
+// ended training): what is left is the final evaluation and the outputs.
+func trainingComplete(sess *trainer.Session) bool {
+	st := sess.Trainer.State()
+	return st.Stopped || st.Step >= sess.Trainer.TotalSteps()
 }
 
 // runWorld trains in one world: agree on the state, evaluate the base model

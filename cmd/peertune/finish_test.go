@@ -158,3 +158,66 @@ func worldRank(t *testing.T, path string) int {
 	}
 	return rank
 }
+
+// TestOutputWriteFailureStopsEveryRank: the lead cannot write the outputs
+// (summary.json in the shared --out is a directory). Every rank must stop
+// with an error after that one attempt, the other naming the lead's
+// failure, instead of forming new worlds that would fail alike or waiting
+// for ever.
+func TestOutputWriteFailureStopsEveryRank(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	dataPath := writeData(t, 200)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	if err := os.MkdirAll(filepath.Join(out, "summary.json"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	seeds := loopbackSeeds(t, 2)
+	env := append(os.Environ(), "PEERTUNE_SECRET=finish-test-secret")
+	procs := make([]*peerProc, 2)
+	for i := range procs {
+		args := []string{"train", "--model", "tiny", "--init", "random", "--data", dataPath, "--steps", "5",
+			"--batch", "4", "--micro-batch", "2", "--seq-len", "96", "--eval-examples", "0", "--eval-every", "0",
+			"--log-format", "json", "--rendezvous-timeout", "2m", "--out", out,
+			"--bind", seeds[i], "--world-size", "2", "--min-nodes", "2"}
+		if i > 0 {
+			args = append(args, "--join", seeds[0])
+		}
+		procs[i] = startPeer(t, filepath.Join(dir, fmt.Sprintf("w%d.log", i)), env, args...)
+	}
+	defer func() {
+		for _, p := range procs {
+			p.cmd.Process.Kill()
+		}
+	}()
+	var logs strings.Builder
+	for i, p := range procs {
+		select {
+		case err := <-p.done:
+			if err == nil {
+				t.Errorf("w%d exited 0 though no outputs could be written", i)
+			}
+		case <-time.After(3 * time.Minute):
+			t.Fatalf("w%d did not stop\n%s", i, tailLogs(dir))
+		}
+		raw, err := os.ReadFile(p.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs.Write(raw)
+	}
+	all := logs.String()
+	for _, want := range []string{"summary.json", "the lead could not write the outputs"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no process said %q\n%s", want, tailLogs(dir))
+		}
+	}
+	if n := strings.Count(all, `"msg":"evaluation after training"`); n != 2 {
+		t.Errorf("%d final evaluations, want 2 (one per rank, no new world)", n)
+	}
+	if strings.Contains(all, "forming a new world") {
+		t.Errorf("a rank formed a new world after the write failure\n%s", tailLogs(dir))
+	}
+}

@@ -261,6 +261,20 @@ func hostData(buf kernels.Buffer) ([]float32, error) {
 // ring order, by the ranks along the ring, and that one result is what the
 // all-gather distributes.
 func (c *Comm) AllReduceFloat32(ctx context.Context, data []float32, op collective.Op) error {
+	return c.allReduceFloat32(ctx, data, op, c.opTimeout)
+}
+
+// AllReduceUntimed is AllReduceFloat32 bounded by ctx alone, not by
+// Config.OpTimeout: for a collective that some ranks enter long before the
+// others for a known reason (the job's final confirmation waits for the
+// lead to write the outputs, which takes as long as the disk needs). A
+// peer that dies is still noticed: its connections break, or TCP keepalive
+// gives up on a host that vanished.
+func (c *Comm) AllReduceUntimed(ctx context.Context, data []float32, op collective.Op) error {
+	return c.allReduceFloat32(ctx, data, op, 0)
+}
+
+func (c *Comm) allReduceFloat32(ctx context.Context, data []float32, op collective.Op, timeout time.Duration) error {
 	if !op.Valid() {
 		return fmt.Errorf("ring: rank %d: allreduce: invalid %v", c.rank, op)
 	}
@@ -269,7 +283,7 @@ func (c *Comm) AllReduceFloat32(ctx context.Context, data []float32, op collecti
 		return err // a world of one: the sum (and the average) is the buffer itself
 	}
 	defer c.busy.Store(false)
-	stop := c.watch(ctx, "allreduce", seq)
+	stop := c.watch(ctx, "allreduce", seq, timeout)
 	c.allReduce(data, op, seq)
 	stop()
 	if err := c.settle(); err != nil {
@@ -294,7 +308,7 @@ func (c *Comm) BroadcastFloat32(ctx context.Context, data []float32, root int) e
 		return err
 	}
 	defer c.busy.Store(false)
-	stop := c.watch(ctx, "broadcast", seq)
+	stop := c.watch(ctx, "broadcast", seq, c.opTimeout)
 	c.broadcast(data, root, seq)
 	stop()
 	return c.settle()
@@ -333,13 +347,13 @@ func (c *Comm) enter(ctx context.Context, what string) (uint64, error) {
 	return seq, nil
 }
 
-// watch arranges for ctx's cancellation (or OpTimeout) to abort the
-// operation by failing the Comm, which closes the connections under any
-// blocked read or write. It starts no goroutine unless ctx ends.
-func (c *Comm) watch(ctx context.Context, what string, seq uint64) (stop func()) {
+// watch arranges for ctx's cancellation (or timeout, when positive) to
+// abort the operation by failing the Comm, which closes the connections
+// under any blocked read or write. It starts no goroutine unless ctx ends.
+func (c *Comm) watch(ctx context.Context, what string, seq uint64, timeout time.Duration) (stop func()) {
 	cancel := context.CancelFunc(func() {})
-	if c.opTimeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, c.opTimeout)
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 	}
 	stopAfter := context.AfterFunc(ctx, func() {
 		c.fail(fmt.Errorf("ring: rank %d: %s #%d: %w: %w", c.rank, what, seq, collective.ErrAborted, ctx.Err()))

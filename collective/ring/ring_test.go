@@ -409,6 +409,37 @@ func TestOpTimeout(t *testing.T) {
 	}
 }
 
+// TestAllReduceUntimed: a rank that enters three OpTimeouts late does not
+// fail the others' AllReduceUntimed (it would AllReduceFloat32: see
+// TestOpTimeout), and the sum is right.
+func TestAllReduceUntimed(t *testing.T) {
+	checkLeaks(t)
+	cfg := testConfig()
+	cfg.OpTimeout = 200 * time.Millisecond
+	comms := newWorld(t, 3, cfg)
+	errc := make(chan rankErr, 3)
+	bufs := make([][]float32, 3)
+	for r := range 3 {
+		bufs[r] = []float32{float32(r + 1)}
+		go func() {
+			if r == 2 {
+				time.Sleep(3 * cfg.OpTimeout)
+			}
+			errc <- rankErr{r, comms[r].AllReduceUntimed(context.Background(), bufs[r], collective.Sum)}
+		}()
+	}
+	for r, err := range waitErrs(t, 5*time.Second, errc, 3) {
+		if err != nil {
+			t.Errorf("rank %d: %v", r, err)
+		}
+	}
+	for r, b := range bufs {
+		if b[0] != 6 {
+			t.Errorf("rank %d: sum %v, want 6", r, b[0])
+		}
+	}
+}
+
 // TestPeerClosed closes one rank abruptly in the middle of a stream of
 // all-reduces; the others must fail with ErrPeerLost within a few seconds.
 func TestPeerClosed(t *testing.T) {

@@ -29,7 +29,9 @@ func (m *Model) LoadBase(path string) error {
 // LoadBaseFile is LoadBase for an already opened (or in-memory) file. It
 // copies tensor by tensor through one host buffer of the largest tensor, so
 // the host holds that buffer (as f32) besides the file, not a second copy of
-// the whole model, and no per-tensor garbage for the collector to lag behind.
+// the whole model, and reading leaves no per-tensor garbage for the
+// collector to lag behind (the CPU backend's CopyIn copies into the model's
+// own memory; a GPU backend may still stage a bf16 copy per tensor).
 func (m *Model) LoadBaseFile(f *safetensors.File) error {
 	largest := 0
 	for _, t := range m.BaseLayout.Tensors {

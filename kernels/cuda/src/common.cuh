@@ -6,8 +6,9 @@
 //   - extern "C" names (no C++ mangling), prefixed pt_, looked up by name.
 //   - Element counts and offsets are 64-bit (i64) wherever a product of
 //     sizes can exceed 2^31.
-//   - Pointers may be at any 4-byte-aligned offset (buffers are views), so
-//     no kernel uses vector loads that need more alignment.
+//   - Pointers may be at any element offset (buffers are views): 4-byte
+//     aligned for float32, only 2-byte aligned for bf16, so no kernel uses
+//     vector loads that need more alignment.
 //   - Elementwise kernels use grid-stride loops, so any grid size is correct.
 #ifndef PT_COMMON_CUH
 #define PT_COMMON_CUH
