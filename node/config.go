@@ -66,11 +66,12 @@ type Config struct {
 	// without a key anyone who can reach the port can join the job.
 	Insecure bool
 
-	// Endpoint, Device, Budget and JobHash seed this node's Meta.
+	// Endpoint, Device, Budget, NCCL and JobHash seed this node's Meta.
 	// Endpoint is the collective's host:port (not the gossip address).
 	Endpoint string
 	Device   string
 	Budget   uint64
+	NCCL     bool
 	// JobHash identifies the job configuration; see HashJobConfig. Nodes
 	// whose hash differs are refused by rendezvous.
 	JobHash string

@@ -84,6 +84,12 @@ type Meta struct {
 	// Budget is the memory budget in bytes the node will train within;
 	// 0 means none known.
 	Budget uint64 `msgpack:"bud,omitempty"`
+	// NCCL says the node can run the collective through NCCL (a GPU and
+	// libnccl), so a leader makes an NCCL id only for worlds whose every
+	// member can use it (an unused id leaves NCCL's bootstrap thread
+	// listening for ever). Older code does not set it: such a member gets
+	// the id from rank 0 over the ring if the world uses NCCL after all.
+	NCCL bool `msgpack:"nccl,omitempty"`
 	// JobHash identifies the job configuration (hex of a hash over the
 	// canonical config). Nodes with different hashes never share a world.
 	JobHash string `msgpack:"jh,omitempty"`

@@ -40,6 +40,7 @@ func TestMetaWorstCaseFits(t *testing.T) {
 		Epoch:      math.MaxUint64,
 		Inc:        math.MaxUint64,
 		Done:       true,
+		NCCL:       true,
 	}
 	b, err := m.Encode()
 	if err != nil {

@@ -150,6 +150,7 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Node, error) {
 		Endpoint: cfg.Endpoint,
 		Device:   cfg.Device,
 		Budget:   cfg.Budget,
+		NCCL:     cfg.NCCL,
 		JobHash:  cfg.JobHash,
 		State:    StateJoining,
 		Inc:      cfg.Incarnation,

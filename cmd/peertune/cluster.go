@@ -142,7 +142,7 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 	ncfg.SecretKey = node.DeriveKey(secret)
 	ncfg.JobHash = jobHash(cfg, sess.Src, sess.Model.Opts.Precision)
 	log.Info("job", zap.String("hash", node.ShortHash(ncfg.JobHash)), zap.Stringer("precision", sess.Model.Opts.Precision))
-	ncfg.Device, ncfg.Budget = device, budget
+	ncfg.Device, ncfg.Budget, ncfg.NCCL = device, budget, glue.nccl
 	ncfg.MinNodes, ncfg.WorldSize = co.minNodes, co.worldSize
 	ncfg.AllowMinority = co.allowMinority
 	if co.rendezvousTimeout > 0 {
@@ -233,7 +233,7 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 		}
 		if glue.nccl {
 			// As leader, hand every member the NCCL id in the commit.
-			opts.CommitToken = glue.commitToken
+			opts.CommitToken = func(w node.World) ([]byte, error) { return glue.commitToken(w, n.Members()) }
 		}
 		if last != nil {
 			// After a failure, go on with the survivors at once (subject to

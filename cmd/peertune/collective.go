@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"time"
 
@@ -98,9 +99,12 @@ func chooseNCCL(choice string, onGPU bool, backend string, loadNCCL func() error
 // instead (see planShrink), it makes no id: an unused id would leave NCCL's
 // bootstrap root thread listening for ranks that never come. Should the
 // other ranks not agree to shrink, rank 0 then makes the id and sends it
-// over the ring (worldComm).
-func (g *commGlue) commitToken(w node.World) ([]byte, error) {
-	if g.shrinkOffer(w) != 0 {
+// over the ring (worldComm). Nor does it make one when a member of w does
+// not say it can use NCCL (Meta.NCCL, looked up in members): the world then
+// runs on the ring, and should it use NCCL after all (a member of older
+// code), rank 0 sends the id over the ring.
+func (g *commGlue) commitToken(w node.World, members []node.Member) ([]byte, error) {
+	if g.shrinkOffer(w) != 0 || !allNCCL(w, members) {
 		return nil, nil
 	}
 	id, err := nccl.NewUniqueID()
@@ -108,6 +112,18 @@ func (g *commGlue) commitToken(w node.World) ([]byte, error) {
 		return nil, err
 	}
 	return nccl.MarshalID(id)
+}
+
+// allNCCL reports whether every peer of w is among members and says it can
+// use NCCL.
+func allNCCL(w node.World, members []node.Member) bool {
+	for _, p := range w.Peers {
+		i := slices.IndexFunc(members, func(m node.Member) bool { return m.ID == p.ID })
+		if i < 0 || !members[i].Meta.NCCL {
+			return false
+		}
+	}
+	return true
 }
 
 // retire ends the communicator wc of world w, which stopped with err (the

@@ -365,7 +365,17 @@ func TestNCCLCommitTokenIsUniqueID(t *testing.T) {
 	}
 	g := &commGlue{nccl: true, log: zap.NewNop()}
 	w := testWorld(3, "a", "a", "b")
-	tok, err := g.commitToken(w)
+	capable := func(id string, nccl bool) node.Member {
+		return node.Member{ID: id, Alive: true, Meta: node.Meta{ID: id, NCCL: nccl}}
+	}
+	// A member that cannot use NCCL (or is unknown): no id, so no NCCL
+	// bootstrap thread waits for ranks that never come.
+	for _, ms := range [][]node.Member{{capable("a", true), capable("b", false)}, {capable("a", true)}} {
+		if tok, err := g.commitToken(w, ms); err != nil || tok != nil {
+			t.Fatalf("members %+v: token %x, err %v; want none", ms, tok, err)
+		}
+	}
+	tok, err := g.commitToken(w, []node.Member{capable("a", true), capable("b", true), capable("c", false)})
 	if err != nil {
 		t.Fatal(err)
 	}
