@@ -6,7 +6,9 @@
 #   scripts/gpu-check.sh build   # on any machine with Go: build the artifacts
 #                                # into bin/gpu-check/ (then copy the tree over)
 #   scripts/gpu-check.sh         # on the GPU machine: build if Go is there and
-#                                # the artifacts are missing, then run the checks
+#                                # the artifacts are missing or were built from
+#                                # other sources (bin/gpu-check/SOURCES, a hash
+#                                # of the contents), then run the checks
 #
 # The GPU machine needs no Go and no internet when bin/gpu-check/ was built
 # elsewhere: the binaries only need glibc, and find libcuda, NVRTC and
@@ -34,6 +36,15 @@ OUT="bin/gpu-check"
 GO="${GO:-go}"
 BUDGET=470 # seconds, for the whole script
 
+# sources_hash fingerprints what the artifacts are built from (file contents,
+# not times: a copy to another machine changes the times), so that stale
+# artifacts are rebuilt, or refused where Go is missing.
+sources_hash() {
+  find . -path ./bin -prune -o -path ./.git -prune -o \
+    \( -name '*.go' -o -name '*.cu' -o -name '*.cuh' -o -name go.mod -o -name go.sum \) -type f -print |
+    LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16
+}
+
 if [ "${1:-}" = "build" ]; then
   set -e
   mkdir -p "$OUT"
@@ -43,6 +54,7 @@ if [ "${1:-}" = "build" ]; then
   if [ -d collective/nccl ]; then
     CGO_ENABLED=1 "$GO" test -c -o "$OUT/nccl.test" ./collective/nccl || echo "note: collective/nccl test binary did not build"
   fi
+  sources_hash >"$OUT/SOURCES"
   ls -la "$OUT"
   exit 0
 fi
@@ -93,14 +105,18 @@ step() {
 }
 
 # --- build (only when needed and possible) ----------------------------------
-if [ ! -x "$OUT/cuda.test" ] || [ ! -x "$OUT/peertune" ]; then
+HAVE=$(sources_hash)
+BUILT=$(cat "$OUT/SOURCES" 2>/dev/null || echo none)
+if [ ! -x "$OUT/cuda.test" ] || [ ! -x "$OUT/peertune" ] || [ "$HAVE" != "$BUILT" ]; then
   if command -v "$GO" >/dev/null 2>&1; then
     if step build 240 "$0" build; then record build ok "built with $("$GO" version | awk '{print $3}')"; else record build FAIL "see $LOGDIR/build.log"; fi
+  elif [ -x "$OUT/cuda.test" ]; then
+    record build FAIL "$OUT/ was built from other sources ($BUILT, these are $HAVE) and there is no Go here: run 'scripts/gpu-check.sh build' again"
   else
     record build FAIL "no $OUT/ artifacts and no Go here: run 'scripts/gpu-check.sh build' elsewhere first"
   fi
 else
-  record build ok "prebuilt $OUT/ ($(date -r "$OUT/cuda.test" '+%F %T'))"
+  record build ok "prebuilt $OUT/ from these sources ($HAVE, $(date -r "$OUT/cuda.test" '+%F %T'))"
 fi
 
 # --- environment ------------------------------------------------------------
