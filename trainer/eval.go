@@ -1,6 +1,7 @@
 package trainer
 
 import (
+	"context"
 	"fmt"
 	"slices"
 
@@ -40,11 +41,17 @@ const evalBatch = 64
 //   - A row stops as soon as its score is decided (telecom.Settled): an
 //     untrained model's prose is seen to be neither the answer nor in the
 //     answer format after a token or two.
-func ScoreExamples(m *model.Model, tok data.Tokenizer, examples []data.Example, maxLen int) (TaskScore, error) {
+//
+// Cancelling ctx stops it between batches (SIGTERM must not wait for the
+// whole scoring).
+func ScoreExamples(ctx context.Context, m *model.Model, tok data.Tokenizer, examples []data.Example, maxLen int) (TaskScore, error) {
 	var rep telecom.Report
 	var misses []data.Example
 	var missPrefix [][]int32 // per miss: what greedy decoding emits up to and including its first difference
 	for i := 0; i < len(examples); i += evalBatch {
+		if err := ctx.Err(); err != nil {
+			return TaskScore{}, fmt.Errorf("score held-out examples: %w", err)
+		}
 		chunk := examples[i:min(i+evalBatch, len(examples))]
 		prefixes, err := greedyPrefix(m, tok, chunk, maxLen)
 		if err != nil {
@@ -61,6 +68,9 @@ func ScoreExamples(m *model.Model, tok data.Tokenizer, examples []data.Example, 
 	}
 	newline := tok.Encode("\n")
 	for i := 0; i < len(misses); i += evalBatch {
+		if err := ctx.Err(); err != nil {
+			return TaskScore{}, fmt.Errorf("score held-out examples: %w", err)
+		}
 		chunk := misses[i:min(i+evalBatch, len(misses))]
 		maxNew := 8
 		for _, ex := range chunk {

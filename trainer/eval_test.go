@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -47,9 +48,15 @@ func TestScoreExamplesMatchesGreedyDecoding(t *testing.T) {
 // greedy decoding, one example at a time, and fails unless they agree.
 func checkScoresMatchGreedy(t *testing.T, tr *Trainer, tok data.Tokenizer, examples []data.Example, seqLen int) telecom.Report {
 	t.Helper()
-	got, err := ScoreExamples(tr.m, tok, examples, seqLen)
+	got, err := ScoreExamples(context.Background(), tr.m, tok, examples, seqLen)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A cancelled context stops it before any work, with the context's error.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := ScoreExamples(ctx, tr.m, tok, examples, seqLen); !errors.Is(err, context.Canceled) {
+		t.Errorf("ScoreExamples with a cancelled context: %v", err)
 	}
 	var want telecom.Report
 	for _, ex := range examples {

@@ -89,7 +89,7 @@ func Evaluate(ctx context.Context, m *model.Model, tok data.Tokenizer, examples 
 		}
 	}
 	if len(scorable) > 0 {
-		sc, err := ScoreExamples(m, tok, scorable, seqLen)
+		sc, err := ScoreExamples(ctx, m, tok, scorable, seqLen)
 		if err != nil {
 			return r, err
 		}

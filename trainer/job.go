@@ -385,7 +385,7 @@ func (s *Session) evalAll(ctx context.Context, when string) (vl float64, sc Task
 	}
 	if s.scored() {
 		test := s.Data.Test[:min(len(s.Data.Test), s.Cfg.EvalExamples)]
-		if sc, err = ScoreExamples(s.Model, s.tok, test, s.Cfg.SeqLen); err != nil {
+		if sc, err = ScoreExamples(ctx, s.Model, s.tok, test, s.Cfg.SeqLen); err != nil {
 			return 0, sc, err
 		}
 	}
