@@ -72,9 +72,10 @@
 // GEMMs read bf16 natively on tensor cores with float32 accumulation and a
 // float32 or bf16 output (cublasGemmEx), and so does the embedding gather;
 // the other ops compute in float32, and either read and write bf16
-// themselves (Add, RMSNorm, RoPE, SwiGLU and their backward passes: the
-// per-layer, memory-bound ones) or have their bf16 arguments staged through
-// float32 scratch (attention, cross-entropy, dropout, AdamW); either way the
+// themselves (Add, RMSNorm, RoPE, SwiGLU, Dropout and their backward
+// passes: the per-layer, memory-bound ones) or have their bf16 arguments
+// staged through float32 scratch (attention, cross-entropy, AdamW); either
+// way the
 // result is the float32 result on the bf16 values rounded once. Copy converts between the two dtypes. GemmTFLOPS measures
 // bf16 GEMMs.
 //

@@ -504,20 +504,21 @@ func init() {
 		// dropout.cu
 		"pt_dropout": func(l *fakeLaunch) {
 			n, seed, th, inv := l.l(2), l.u(3), l.u(4), l.fl(5)
-			out, in := l.F(0, n), l.F(1, n)
+			out, in := l.V(0, n, 6), l.V(1, n, 6)
 			l.forEach(n, func(i int) {
-				out[i] = 0
+				v := float32(0)
 				if fakeDropoutKeep(seed, i, th) {
-					out[i] = in[i] * inv
+					v = in.at(i) * inv
 				}
+				out.set(i, v)
 			})
 		},
 		"pt_dropout_backward": func(l *fakeLaunch) {
 			n, seed, th, inv, all := l.l(2), l.u(3), l.u(4), l.fl(5), l.i(6)
-			din, dout := l.F(0, n), l.F(1, n)
+			din, dout := l.V(0, n, 7), l.V(1, n, 7)
 			l.forEach(n, func(i int) {
 				if all != 0 || fakeDropoutKeep(seed, i, th) {
-					din[i] += dout[i] * inv
+					din.set(i, din.at(i)+dout.at(i)*inv)
 				}
 			})
 		},

@@ -14,12 +14,12 @@ import (
 // of the trainable parameters in float32. The GEMMs, which carry almost all
 // of a step's FLOPs, read bf16 natively on tensor cores (cublasGemmEx with
 // CUDA_R_16BF operands, float32 accumulation; see Matmul), and so does
-// Embedding's gather. The memory-bound ops of every layer (Add, RMSNorm and
-// its backward, RoPE and its backward, SwiGLU and its backward) read and
-// write bf16 themselves (roleAsIs; their kernels take a dtype mask, see
-// dtMask and pt_ld in common.cuh) and compute in float32. Every other op
-// (attention, cross-entropy, dropout, AdamW, and the float32-only arguments
-// of the ops above) has its bf16 arguments staged through float32 scratch,
+// Embedding's gather. The memory-bound ops of every layer (Add, RMSNorm,
+// RoPE, SwiGLU, Dropout and their backward passes) read and write bf16
+// themselves (roleAsIs; their kernels take a dtype mask, see dtMask and
+// pt_ld in common.cuh) and compute in float32. Every other op (attention,
+// cross-entropy, AdamW, and the float32-only arguments of the ops above)
+// has its bf16 arguments staged through float32 scratch,
 // widened exactly before the op and rounded to nearest even after it. Either
 // way an op's result on bf16 buffers is, bit for bit, its float32 result on
 // the bf16 values, rounded once when stored; staging costs extra passes over
@@ -224,16 +224,17 @@ func (be *Backend) SwiGLUBackward(dGate, dUp, dOut, gate, up kernels.Buffer) err
 }
 
 // Dropout computes out = in·mask/(1−p) with the CPU backend's mask; p == 0
-// is a copy.
+// is a copy. Reads and writes bf16 natively.
 func (be *Backend) Dropout(out, in kernels.Buffer, p float32, seed uint64) error {
-	return be.mixed("Dropout", []mArg{{"out", out, roleOut}, {"in", in, roleIn}},
-		func(x []kernels.Buffer) error { return be.dropoutF32(x[0], x[1], p, seed) })
+	return be.mixed("Dropout", []mArg{{"out", out, roleAsIs}, {"in", in, roleAsIs}},
+		func(x []kernels.Buffer) error { return be.dropout(x[0], x[1], p, seed) })
 }
 
 // DropoutBackward adds dOut·mask/(1−p) into dIn (nil dIn: nothing to do).
+// Reads and writes bf16 natively.
 func (be *Backend) DropoutBackward(dIn, dOut kernels.Buffer, p float32, seed uint64) error {
-	return be.mixed("DropoutBackward", []mArg{{"dIn", dIn, roleAcc}, {"dOut", dOut, roleIn}},
-		func(x []kernels.Buffer) error { return be.dropoutBackwardF32(x[0], x[1], p, seed) })
+	return be.mixed("DropoutBackward", []mArg{{"dIn", dIn, roleAsIs}, {"dOut", dOut, roleAsIs}},
+		func(x []kernels.Buffer) error { return be.dropoutBackward(x[0], x[1], p, seed) })
 }
 
 // AdamW updates params in place (decoupled weight decay), fused. Training

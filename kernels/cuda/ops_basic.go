@@ -180,19 +180,19 @@ func dropoutThreshold(op string, p float32) (uint64, error) {
 	return uint64(float64(p) * (1 << 24)), nil
 }
 
-// dropoutF32 is Dropout on float32 buffers: computes out = in·mask/(1−p) with the CPU backend's mask; p == 0
-// is a copy.
-func (be *Backend) dropoutF32(out, in kernels.Buffer, p float32, seed uint64) error {
+// dropout is Dropout on float32 or bf16 buffers (see dtMask): computes
+// out = in·mask/(1−p) with the CPU backend's mask; p == 0 is a copy.
+func (be *Backend) dropout(out, in kernels.Buffer, p float32, seed uint64) error {
 	const op = "Dropout"
 	th, err := dropoutThreshold(op, p)
 	if err != nil {
 		return err
 	}
-	o, err := be.buf(op, "out", out)
+	o, err := be.anyBuf(op, "out", out)
 	if err != nil {
 		return err
 	}
-	x, err := be.buf(op, "in", in)
+	x, err := be.anyBuf(op, "in", in)
 	if err != nil {
 		return err
 	}
@@ -204,21 +204,22 @@ func (be *Backend) dropoutF32(out, in kernels.Buffer, p float32, seed uint64) er
 	}
 	inv := 1 / (1 - p)
 	return be.launch(op, "pt_dropout", grid1(o.n), block1, 0,
-		argP(o.ptr()), argP(x.ptr()), argL(int64(o.n)), argU(seed), argU(th), argF(inv))
+		argP(o.ptr()), argP(x.ptr()), argL(int64(o.n)), argU(seed), argU(th), argF(inv), argI(int(dtMask(o, x))))
 }
 
-// dropoutBackwardF32 is DropoutBackward on float32 buffers: adds dOut·mask/(1−p) into dIn (nil dIn: nothing to do).
-func (be *Backend) dropoutBackwardF32(dIn, dOut kernels.Buffer, p float32, seed uint64) error {
+// dropoutBackward is DropoutBackward on float32 or bf16 buffers (see
+// dtMask): adds dOut·mask/(1−p) into dIn (nil dIn: nothing to do).
+func (be *Backend) dropoutBackward(dIn, dOut kernels.Buffer, p float32, seed uint64) error {
 	const op = "DropoutBackward"
 	th, err := dropoutThreshold(op, p)
 	if err != nil {
 		return err
 	}
-	di, err := be.optBuf(op, "dIn", dIn)
+	di, err := be.optAny(op, "dIn", dIn)
 	if err != nil {
 		return err
 	}
-	do, err := be.buf(op, "dOut", dOut)
+	do, err := be.anyBuf(op, "dOut", dOut)
 	if err != nil {
 		return err
 	}
@@ -234,7 +235,7 @@ func (be *Backend) dropoutBackwardF32(dIn, dOut kernels.Buffer, p float32, seed 
 		keepAll = 1
 	}
 	return be.launch(op, "pt_dropout_backward", grid1(di.n), block1, 0,
-		argP(di.ptr()), argP(do.ptr()), argL(int64(di.n)), argU(seed), argU(th), argF(inv), argI(keepAll))
+		argP(di.ptr()), argP(do.ptr()), argL(int64(di.n)), argU(seed), argU(th), argF(inv), argI(keepAll), argI(int(dtMask(di, do))))
 }
 
 // adamWF32 is AdamW on float32 buffers: updates params in place (decoupled weight decay), fused.

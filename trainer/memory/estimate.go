@@ -502,9 +502,9 @@ func Estimate(cfg model.Config, opts Options) (Breakdown, error) {
 		// model.Options.Precision BF16: the forward pass reads a bf16 copy
 		// of the trainable parameters (their f32 master is Params).
 		add(TermWorkingCopy, trainable*bytesBF16, true, true, "bf16 working copy of the %s trainable parameters that the GEMMs read (the f32 master stays in Params)", commas(trainable))
-		st := bf16Staging(cfg, M, r, opts.Method != Full && lc.Dropout > 0)
+		st := bf16Staging(cfg, M, r)
 		add(TermStaging, st, true, false,
-			"kernels/cuda scratch: f32 copies of the bf16 arguments of the ops that stage them (attention's q, k, v, out; dropout's input; largest per argument slot) and the bf16 copy of an f32 GEMM operand (dlogits [M, vocab] for lm_head's input gradient)")
+			"kernels/cuda scratch: f32 copies of the bf16 arguments of the ops that stage them (attention's q, k, v, out; largest per argument slot) and the bf16 copy of an f32 GEMM operand (dlogits [M, vocab] for lm_head's input gradient)")
 	}
 
 	// Workspaces.
@@ -600,19 +600,15 @@ func commas(n int64) string {
 // model.Model: staging slot i of the ops that stage (f32, mixed.go) grows
 // to the largest i-th bf16 argument any of them stages, and GEMM operand
 // slot 0 to the largest f32 dOut a backward GEMM rounds to bf16 (its other
-// operand is a bf16 activation or weight). Add, RMSNorm, RoPE, SwiGLU and
-// their backward passes read bf16 themselves and stage nothing (rstd and
-// the gradients they add into are f32). The op lists mirror
+// operand is a bf16 activation or weight). Add, RMSNorm, RoPE, SwiGLU,
+// Dropout and their backward passes read bf16 themselves and stage nothing
+// (rstd and the gradients they add into are f32). The op lists mirror
 // trainer/model's step.
-func bf16Staging(c model.Config, M, r int64, dropout bool) int64 {
+func bf16Staging(c model.Config, M, r int64) int64 {
 	C, I, Q, KV := int64(c.Hidden), int64(c.Intermediate), int64(c.QDim()), int64(c.KVDim())
 	ops := [][]int64{
 		{M * Q, M * Q, M * KV, M * KV}, // Attention: out, q, k, v
 		{M * Q, M * KV, M * KV, M * Q}, // AttentionBackward: q, k, v, out
-	}
-	if dropout {
-		in := max(C, Q, I)
-		ops = append(ops, []int64{M * in, M * in}) // Dropout: out, in
 	}
 	var slots []int64
 	for _, op := range ops {

@@ -12,14 +12,20 @@ __device__ __forceinline__ bool pt_dropout_keep(u64 seed, i64 i, u64 threshold) 
 }
 
 // out[i] = keep(i) ? in[i] * inv : 0, inv = 1/(1-p) (computed on the host).
-extern "C" __global__ void pt_dropout(float *out, const float *in, i64 n, u64 seed, u64 threshold, float inv) {
-  PT_FOR(i, n) { out[i] = pt_dropout_keep(seed, i, threshold) ? in[i] * inv : 0.0f; }
+// out and in f32 or bf16 (dt bits 0, 1).
+extern "C" __global__ void pt_dropout(void *out, const void *in, i64 n, u64 seed, u64 threshold, float inv, int dt) {
+  PT_FOR(i, n) { pt_st(out, dt, 0, i, pt_dropout_keep(seed, i, threshold) ? pt_ld(in, dt, 1, i) * inv : 0.0f); }
 }
 
 // din[i] += keep(i) ? dout[i] * inv : 0; keepAll (p == 0) keeps everything.
-extern "C" __global__ void pt_dropout_backward(float *din, const float *dout, i64 n, u64 seed, u64 threshold,
-                                               float inv, int keepAll) {
+// din and dout f32 or bf16 (dt bits 0, 1).
+extern "C" __global__ void pt_dropout_backward(void *din, const void *dout, i64 n, u64 seed, u64 threshold,
+                                               float inv, int keepAll, int dt) {
   PT_FOR(i, n) {
-    if (keepAll || pt_dropout_keep(seed, i, threshold)) din[i] += dout[i] * inv;
+    if (keepAll || pt_dropout_keep(seed, i, threshold)) {
+      float d = pt_ld(din, dt, 0, i);
+      d += pt_ld(dout, dt, 1, i) * inv;
+      pt_st(din, dt, 0, i, d);
+    }
   }
 }
