@@ -75,9 +75,8 @@
 // themselves (Add, RMSNorm, RoPE, SwiGLU, Dropout and their backward
 // passes: the per-layer, memory-bound ones) or have their bf16 arguments
 // staged through float32 scratch (attention, cross-entropy, AdamW); either
-// way the
-// result is the float32 result on the bf16 values rounded once. Copy converts between the two dtypes. GemmTFLOPS measures
-// bf16 GEMMs.
+// way the result is the float32 result on the bf16 values rounded once.
+// Copy converts between the two dtypes. GemmTFLOPS measures bf16 GEMMs.
 //
 // A Backend is not safe for concurrent use. Several Backends may share a
 // GPU (each has its own stream and cuBLAS handle on the device's primary
