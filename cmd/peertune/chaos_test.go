@@ -114,7 +114,8 @@ func TestChaosKillRejoin(t *testing.T) {
 		select {
 		case err := <-n.done:
 			if err != nil {
-				t.Fatalf("%s failed: %v (logs in %s)", n.name, err, dir)
+				raw, _ := os.ReadFile(n.log)
+				t.Fatalf("%s failed: %v (logs in %s)\n%s\n== %s, whole:\n%s", n.name, err, dir, tailLogs(dir), n.name, raw)
 			}
 			n.done <- nil
 		case <-time.After(time.Until(deadline)):

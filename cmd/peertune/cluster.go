@@ -363,7 +363,7 @@ func lostPeer(err error) bool {
 // The check is untimed (ring.AllReduceUntimed): the other ranks wait in it
 // for as long as the lead's writes take, which for full weights on a slow
 // volume can pass the ring's operation timeout.
-func finishWorld(ctx context.Context, sess *trainer.Session, rc *ring.Comm) (wrote bool, err error) {
+func finishWorld(ctx context.Context, sess finisher, rc *ring.Comm) (wrote bool, err error) {
 	_, ferr := sess.Finish(ctx)
 	var oerr *trainer.OutputError
 	if ferr != nil && !errors.As(ferr, &oerr) {
@@ -389,6 +389,12 @@ func finishWorld(ctx context.Context, sess *trainer.Session, rc *ring.Comm) (wro
 		return false, fmt.Errorf("the lead could not write the outputs (its log says why); %d of %d ranks finished", n, rc.Size())
 	}
 	return wrote, nil
+}
+
+// finisher is what finishWorld needs of a trainer.Session.
+type finisher interface {
+	Finish(ctx context.Context) (*trainer.Summary, error)
+	Lead() bool
 }
 
 // trainingComplete reports whether every step is done (or early stopping

@@ -1,15 +1,20 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/peertune/peertune/trainer"
 )
 
 // TestLeadKilledDuringFinalEvaluation: in a 3-node job the lead (rank 0,
@@ -220,4 +225,100 @@ func TestOutputWriteFailureStopsEveryRank(t *testing.T) {
 	if strings.Contains(all, "forming a new world") {
 		t.Errorf("a rank formed a new world after the write failure\n%s", tailLogs(dir))
 	}
+}
+
+// fakeFinish is a finisher whose Finish waits delay and then returns err.
+type fakeFinish struct {
+	lead  bool
+	delay time.Duration
+	err   error
+}
+
+func (f fakeFinish) Lead() bool { return f.lead }
+
+func (f fakeFinish) Finish(ctx context.Context) (*trainer.Summary, error) {
+	select {
+	case <-time.After(f.delay):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if f.err != nil {
+		return nil, f.err
+	}
+	return &trainer.Summary{}, nil
+}
+
+// finishWorld's contract over a real 3-rank ring: success only when every
+// rank finished, wrote only on the lead; a lead that could not write fails
+// every rank, the others naming it; a lead cancelled after writing reports
+// that it wrote.
+func TestFinishWorld(t *testing.T) {
+	run := func(t *testing.T, sessions []fakeFinish, ctxs []context.Context) ([]bool, []error) {
+		t.Helper()
+		comms := loopbackRing(t, len(sessions), 1)
+		wrote, errs := make([]bool, len(sessions)), make([]error, len(sessions))
+		var wg sync.WaitGroup
+		for i := range sessions {
+			wg.Go(func() { wrote[i], errs[i] = finishWorld(ctxs[i], sessions[i], comms[i]) })
+		}
+		wg.Wait()
+		return wrote, errs
+	}
+	bg := []context.Context{context.Background(), context.Background(), context.Background()}
+
+	t.Run("all finish", func(t *testing.T) {
+		wrote, errs := run(t, []fakeFinish{{lead: true, delay: 50 * time.Millisecond}, {}, {delay: 20 * time.Millisecond}}, bg)
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("rank %d: %v", i, err)
+			}
+		}
+		if !wrote[0] || wrote[1] || wrote[2] {
+			t.Errorf("wrote %v, want only the lead", wrote)
+		}
+	})
+
+	t.Run("the lead cannot write", func(t *testing.T) {
+		disk := &trainer.OutputError{Err: errors.New("save to out: no space left on device")}
+		wrote, errs := run(t, []fakeFinish{{lead: true, err: disk}, {}, {}}, bg)
+		if !errors.As(errs[0], new(*trainer.OutputError)) || wrote[0] {
+			t.Errorf("lead: wrote %v, err %v; want its OutputError", wrote[0], errs[0])
+		}
+		for i := 1; i < 3; i++ {
+			if errs[i] == nil || !strings.Contains(errs[i].Error(), "the lead could not write the outputs") || lostPeer(errs[i]) {
+				t.Errorf("rank %d: %v; want a fatal error naming the lead's failure", i, errs[i])
+			}
+		}
+	})
+
+	t.Run("a rank's evaluation fails", func(t *testing.T) {
+		// It does not join the confirmation; the others see a lost peer
+		// once its ring connections close (here: when the test closes them).
+		boom := errors.New("evaluation failed")
+		comms := loopbackRing(t, 2, 1)
+		errc := make(chan error, 1)
+		go func() { _, err := finishWorld(context.Background(), fakeFinish{lead: true}, comms[0]); errc <- err }()
+		if _, err := finishWorld(context.Background(), fakeFinish{err: boom}, comms[1]); !errors.Is(err, boom) {
+			t.Errorf("failing rank: %v", err)
+		}
+		comms[1].Close()
+		if err := <-errc; !lostPeer(err) {
+			t.Errorf("lead: %v; want a lost peer (the survivors form a new world)", err)
+		}
+	})
+
+	t.Run("lead stopped after writing", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		ctxs := []context.Context{ctx, context.Background(), context.Background()}
+		go func() { time.Sleep(300 * time.Millisecond); cancel() }()
+		// Rank 2 is still evaluating when the lead, done writing, is stopped.
+		wrote, errs := run(t, []fakeFinish{{lead: true}, {}, {delay: 2 * time.Second}}, ctxs)
+		if !wrote[0] || errs[0] == nil {
+			t.Errorf("lead: wrote %v, err %v; want wrote and an error (the confirmation was cut short)", wrote[0], errs[0])
+		}
+		if errs[2] == nil {
+			t.Error("rank 2 confirmed a job whose lead stopped")
+		}
+	})
 }
