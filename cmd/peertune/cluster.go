@@ -284,7 +284,7 @@ func runDistributed(ctx context.Context, g *globalOptions, co clusterOptions, cf
 			if ctx.Err() != nil {
 				return err
 			}
-			if !errors.Is(err, collective.ErrPeerLost) {
+			if !lostPeer(err) {
 				return err
 			}
 			log.Warn("could not make the world's communicator; forming a new world", zap.Error(err))
@@ -444,7 +444,7 @@ func makeWorldComm(ctx context.Context, glue *commGlue, rc *ring.Comm, w node.Wo
 	peerGone.Store(&abort)
 	wc, err := glue.worldComm(initCtx, rc, w)
 	peerGone.Store(nil)
-	if err == nil || ctx.Err() != nil || errors.Is(err, collective.ErrPeerLost) {
+	if err == nil || ctx.Err() != nil || lostPeer(err) {
 		return wc, err
 	}
 	if cause := context.Cause(initCtx); cause != nil {
